@@ -1,0 +1,53 @@
+# One-command set-up for the series. Every target creates .venv when it is missing and
+# installs what it needs (torch pinned: an unpinned torch pulls gigabytes of CUDA packages).
+#
+#   make lab          open the notebooks in JupyterLab
+#   make notebooks    run every notebook headless through papermill (full mode, in place)
+#   make notebooks QUICK=1   the same in quick mode, executed copies written to outputs/
+#   make test         unit tests, then every notebook under nbval in quick mode (what CI runs)
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+TORCH_PIN := torch==2.13.0
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+QUICK ?=
+
+.PHONY: setup lab notebooks test unit-tests notebook-tests bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH_PIN)"
+	$(PY) -m pip install --quiet -e ".[dev]" "$(TORCH_PIN)"
+	@touch $(STAMP)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+notebooks: $(STAMP)
+ifeq ($(QUICK),)
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb (full mode)"; \
+	  ( cd notebooks && ../$(VENV)/bin/papermill --cwd . "$$(basename $$nb)" "$$(basename $$nb)" ) || exit 1; \
+	done
+else
+	@mkdir -p outputs
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb (quick mode) -> outputs/"; \
+	  NF_QUICK=1 $(VENV)/bin/papermill --cwd notebooks "$$nb" "outputs/$$(basename $$nb)" || exit 1; \
+	done
+endif
+
+unit-tests: $(STAMP)
+	NF_QUICK=1 $(PY) -m pytest tests
+
+notebook-tests: $(STAMP)
+	NF_QUICK=1 MPLBACKEND=Agg $(PY) -m pytest --nbval-lax notebooks/
+
+test: unit-tests notebook-tests
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,13 @@
+"""nfutils: the shared library of the notebook series "Variational Inference with Normalizing
+Flows" (Rezende & Mohamed, ICML 2015, arXiv:1505.05770).
+
+Modules, one concept each: ``flows`` (planar and radial flows, free energy), ``potentials``
+(the 2-D targets of Table 1), ``data`` (MNIST), ``runtime`` (device, seeds, quick mode).
+"""
+
+from . import data, flows, potentials
+from .runtime import device, quick_mode, seed_everything, set_threads
+
+__version__ = "0.1.0"
+
+__all__ = ["data", "flows", "potentials", "device", "quick_mode", "seed_everything", "set_threads"]

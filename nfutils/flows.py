@@ -1,0 +1,680 @@
+"""Normalizing flows of Rezende & Mohamed (2015), Section 4.
+
+A flow pushes samples of a simple base density q_0 through invertible maps f_1, ..., f_K;
+the density of z_K = f_K o ... o f_1(z_0) follows from the change of variables (Eq. 13):
+
+    log q_K(z_K) = log q_0(z_0) - sum_k log |det d f_k / d z_{k-1}|.
+
+Two families are implemented:
+
+* planar flows (Eq. 10-12), f(z) = z + u h(w^T z + b), with the invertibility
+  reparameterization of Appendix A.1 (``constrain_u``);
+* radial flows (Eq. 14), f(z) = z + beta h(alpha, r) (z - z_0).
+
+Shapes follow one convention everywhere: a point is a tensor ``z`` of shape ``(..., D)``;
+the parameters of one layer have shape ``(..., D)`` (``w``, ``u``, ``z0``) or ``(...)``
+(``b``, ``alpha``, ``beta``) and broadcast against the leading dimensions of ``z``. A stack
+of K layers stores them stacked along a layer axis: ``w`` of shape ``(K, D)`` when shared by
+all samples, or ``(B, K, D)`` when a network emits one flow per example (amortized flows,
+Parts 2-4 of the series).
+
+The stacked forward pass (``planar_flow``) is written for speed: all ``u_hat`` at once, one
+``addmv``/``tanh``/``addr`` per layer when the parameters are shared, and every layer's
+log-det in a single ``log1p`` after the loop. See ``benchmarks/`` for the measurements.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "planar_transform",
+    "constrain_u",
+    "planar_inverse",
+    "planar_flow",
+    "radial_transform",
+    "constrain_radial",
+    "radial_inverse",
+    "radial_flow",
+    "PlanarFlow",
+    "RadialFlow",
+    "NormalizingFlow",
+    "free_energy",
+    "annealed_beta",
+    "planar_param_count",
+    "split_planar_params",
+    "make_flow",
+]
+
+#: Floor on softplus(w.u) in ``constrain_u``. In exact arithmetic m(x) = -1 + softplus(x) > -1
+#: for every x, but softplus underflows to exactly 0 for x below about -17 (float32) or -37
+#: (float64), which would make w.u_hat = -1 and the layer singular at w.z + b = 0. With the
+#: floor, w.u_hat >= -1 + 1e-4 up to rounding; the formula is unchanged for w.u > -9.2.
+SOFTPLUS_FLOOR = 1e-4
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_point(z: Tensor, name: str = "z", dim: int | None = None) -> None:
+    if not isinstance(z, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(z).__name__}")
+    if z.dim() < 1:
+        raise ValueError(f"{name} must have shape (..., D) with D >= 1; received a scalar")
+    if dim is not None and z.shape[-1] != dim:
+        raise ValueError(
+            f"{name} must have shape (..., {dim}) (last dimension D = {dim}); "
+            f"received shape {tuple(z.shape)}"
+        )
+
+
+def _check_finite(**tensors: Tensor) -> None:
+    for name, tensor in tensors.items():
+        if not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f"{name} contains NaN or infinite values (shape {tuple(tensor.shape)}); "
+                "check the inputs or lower the learning rate"
+            )
+
+
+def _check_vector_param(param: Tensor, name: str, dim: int) -> None:
+    _check_point(param, name)
+    if param.shape[-1] != dim:
+        raise ValueError(
+            f"{name} must have shape (..., {dim}) to match z's last dimension D = {dim}; "
+            f"received shape {tuple(param.shape)}"
+        )
+
+
+def _check_broadcast(z: Tensor, **params: Tensor) -> None:
+    """Leading dimensions of the parameters must broadcast against z.shape[:-1]."""
+    batch_shape = z.shape[:-1]
+    for name, param in params.items():
+        lead = param.shape[:-1] if name in ("w", "u", "z0") else param.shape
+        try:
+            torch.broadcast_shapes(batch_shape, lead)
+        except RuntimeError:
+            suffix = " + (D,)" if name in ("w", "u", "z0") else ""
+            raise ValueError(
+                f"{name} of shape {tuple(param.shape)} does not broadcast against z of shape "
+                f"{tuple(z.shape)}: expected leading shape broadcastable to "
+                f"{tuple(batch_shape)}{suffix}"
+            ) from None
+
+
+# --------------------------------------------------------------------------- planar
+
+
+def planar_transform(z: Tensor, w: Tensor, u: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """One planar layer, Eq. (10)-(12).
+
+    f(z) = z + u tanh(w^T z + b),
+    log |det df/dz| = log |1 + u^T psi(z)|,  psi(z) = (1 - tanh^2(w^T z + b)) w,
+
+    the determinant by the matrix determinant lemma (Eq. 12). No constraint is applied to
+    ``u`` here: pass ``constrain_u(w, u)`` for a layer that is guaranteed invertible.
+
+    Args:
+        z: points, shape (..., D).
+        w: normal of the hyperplane, shape (..., D), broadcast against z.
+        u: direction of the displacement, shape (..., D), broadcast against z.
+        b: offset, shape (...), broadcast against z.shape[:-1] (a Python float works too).
+
+    Returns:
+        (z_new, log_abs_det): shapes (..., D) and (...).
+
+    Raises:
+        ValueError: if a last dimension differs from z's, shapes do not broadcast or a
+            value is not finite.
+    """
+    _check_point(z, "z")
+    dim = z.shape[-1]
+    _check_vector_param(w, "w", dim)
+    _check_vector_param(u, "u", dim)
+    b = torch.as_tensor(b, dtype=z.dtype, device=z.device)
+    _check_broadcast(z, w=w, u=u, b=b)
+    _check_finite(z=z, w=w, u=u, b=b)
+    pre_activation = (z * w).sum(-1) + b
+    h = torch.tanh(pre_activation)
+    z_new = z + u * h.unsqueeze(-1)
+    u_dot_psi = (1.0 - h * h) * (w * u).sum(-1)
+    log_abs_det = torch.log(torch.abs(1.0 + u_dot_psi))
+    return z_new, log_abs_det
+
+
+def _constrain_u(w: Tensor, u: Tensor) -> Tensor:
+    w_dot_u = (w * u).sum(-1, keepdim=True)
+    m_w_dot_u = -1.0 + F.softplus(w_dot_u).clamp_min(SOFTPLUS_FLOOR)
+    w_norm_sq = (w * w).sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+    return u + (m_w_dot_u - w_dot_u) * w / w_norm_sq
+
+
+def constrain_u(w: Tensor, u: Tensor) -> Tensor:
+    """Invertibility reparameterization of a planar layer, Appendix A.1.
+
+    u_hat = u + [m(w^T u) - w^T u] w / ||w||^2,  m(x) = -1 + softplus(x),
+
+    so that w^T u_hat = m(w^T u) > -1, which makes f(z) = z + u_hat tanh(w^T z + b) invertible
+    (its derivative along w, 1 + w^T u_hat tanh', stays positive). Note the *squared* norm.
+    softplus is floored at ``SOFTPLUS_FLOOR`` where it would underflow to 0.
+
+    Args:
+        w: shape (..., D).
+        u: shape (..., D), same shape as w (or broadcastable).
+
+    Returns:
+        u_hat, shape of ``u`` broadcast with ``w``.
+    """
+    _check_point(w, "w")
+    _check_vector_param(u, "u", w.shape[-1])
+    return _constrain_u(w, u)
+
+
+def planar_inverse(
+    y: Tensor,
+    w: Tensor,
+    u_hat: Tensor,
+    b: Tensor,
+    tol: float | None = None,
+    max_iter: int = 100,
+) -> Tensor:
+    """Inverse of one planar layer with w^T u_hat > -1.
+
+    Write a = w^T z. Since y = z + u_hat tanh(a + b), projecting on w gives the scalar equation
+
+        g(a) = a + (w^T u_hat) tanh(a + b) - w^T y = 0,
+
+    with g'(a) = 1 + (w^T u_hat)(1 - tanh^2(a + b)) > 0: g is strictly increasing and has one
+    root, which lies in [w^T y - |w^T u_hat|, w^T y + |w^T u_hat|]. It is found by Newton's
+    method safeguarded by bisection on that bracket (batched), and then
+    z = y - u_hat tanh(a + b).
+
+    Args:
+        y: points after the layer, shape (..., D).
+        w, u_hat: shape (..., D), broadcast against y; ``u_hat`` must satisfy w^T u_hat > -1
+            (use ``constrain_u``).
+        b: shape (...).
+        tol: stop when |g(a)| < tol everywhere (default: 1e-12 in float64, 1e-6 in float32).
+        max_iter: iteration cap.
+
+    Returns:
+        z with f(z) = y, shape (..., D).
+
+    Raises:
+        ValueError: if w^T u_hat <= -1 somewhere (the layer is not invertible there).
+    """
+    _check_point(y, "y")
+    dim = y.shape[-1]
+    _check_vector_param(w, "w", dim)
+    _check_vector_param(u_hat, "u_hat", dim)
+    b = torch.as_tensor(b, dtype=y.dtype, device=y.device)
+    w_dot_u = (w * u_hat).sum(-1)
+    if bool((w_dot_u <= -1).any()):
+        raise ValueError(
+            "planar_inverse needs w.u_hat > -1 (an invertible layer); got min w.u_hat = "
+            f"{float(w_dot_u.min()):.4f}. Pass u_hat = constrain_u(w, u)."
+        )
+    return _planar_inverse(y, w, u_hat, b, w_dot_u, tol, max_iter)
+
+
+def _planar_inverse(y, w, u_hat, b, w_dot_u, tol, max_iter):
+    if tol is None:
+        tol = 1e-12 if y.dtype == torch.float64 else 1e-6
+    w_dot_y = (w * y).sum(-1)
+    w_dot_u, b = torch.broadcast_tensors(w_dot_u, b)
+    w_dot_y, w_dot_u, b = torch.broadcast_tensors(w_dot_y, w_dot_u, b)
+    lower = w_dot_y - w_dot_u.abs()
+    upper = w_dot_y + w_dot_u.abs()
+    a = w_dot_y.clone()
+    for _ in range(max_iter):
+        h = torch.tanh(a + b)
+        g = a + w_dot_u * h - w_dot_y
+        if bool((g.abs() < tol * (1.0 + w_dot_y.abs())).all()):
+            break
+        # shrink the bracket with the sign of g (g increasing)
+        lower = torch.where(g < 0, a, lower)
+        upper = torch.where(g > 0, a, upper)
+        slope = 1.0 + w_dot_u * (1.0 - h * h)
+        newton = a - g / slope
+        inside = (newton > lower) & (newton < upper)
+        a = torch.where(inside, newton, 0.5 * (lower + upper))
+    return y - u_hat * torch.tanh(a + b).unsqueeze(-1)
+
+
+def planar_param_count(dim: int, num_layers: int) -> int:
+    """Number of free parameters of K planar layers in dimension D: K (2D + 1)."""
+    return num_layers * (2 * dim + 1)
+
+
+def split_planar_params(flat: Tensor, dim: int, num_layers: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Split a network's output into per-example planar parameters.
+
+    Args:
+        flat: shape (..., K (2D + 1)), e.g. the last layer of an encoder or amortizer.
+        dim: D. num_layers: K.
+
+    Returns:
+        (w, u, b) of shapes (..., K, D), (..., K, D), (..., K); ``u`` is unconstrained
+        (``planar_flow`` applies ``constrain_u``).
+    """
+    expected = planar_param_count(dim, num_layers)
+    if flat.shape[-1] != expected:
+        raise ValueError(
+            f"expected flow parameters of shape (..., {expected}) = (..., K(2D+1)) for K = "
+            f"{num_layers}, D = {dim}; received shape {tuple(flat.shape)}"
+        )
+    lead = flat.shape[:-1]
+    w, u, b = torch.split(flat, [num_layers * dim, num_layers * dim, num_layers], dim=-1)
+    return (
+        w.reshape(*lead, num_layers, dim),
+        u.reshape(*lead, num_layers, dim),
+        b,
+    )
+
+
+def planar_flow(
+    z: Tensor,
+    w: Tensor,
+    u: Tensor,
+    b: Tensor,
+    constrain: bool = True,
+    return_layers: bool = False,
+) -> tuple[Tensor, Tensor] | tuple[list[Tensor], Tensor]:
+    """K planar layers in sequence (Eq. 10, 13), the fast stacked path.
+
+    Args:
+        z: z_0, shape (..., D).
+        w, u: stacked parameters, shape (K, D) shared by all points, or (..., K, D) per
+            example, whose leading dimensions broadcast against z.shape[:-1].
+        b: shape (K,) or (..., K).
+        constrain: apply ``constrain_u`` (App. A.1) to all layers at once.
+        return_layers: return the list [z_0, ..., z_K] instead of z_K.
+
+    Returns:
+        (z_K, sum_log_det) with shapes (..., D) and (...): sum_k log|det df_k/dz_{k-1}|.
+        With ``return_layers``, the first element is the list [z_0, ..., z_K].
+    """
+    dim = z.shape[-1]
+    if w.dim() < 2 or w.shape[-1] != dim or u.shape != w.shape:
+        raise ValueError(
+            f"w and u must both have shape (K, {dim}) or (..., K, {dim}) to match z of shape "
+            f"{tuple(z.shape)}; received w {tuple(w.shape)}, u {tuple(u.shape)}"
+        )
+    num_layers = w.shape[-2]
+    if b.shape != w.shape[:-1]:
+        raise ValueError(
+            f"b must have shape {tuple(w.shape[:-1])} (w's shape without D); received "
+            f"{tuple(b.shape)}"
+        )
+    u_hat = _constrain_u(w, u) if constrain else u
+    w_dot_u = (w * u_hat).sum(-1)  # (..., K)
+    layers = [z] if return_layers else None
+    activations = []
+    shared = w.dim() == 2
+    if shared and z.dim() == 2:
+        # one BLAS-1/2 call per step: a = z w_k + b_k; z += tanh(a) u_k^T
+        for k in range(num_layers):
+            h = torch.tanh(torch.addmv(b[k], z, w[k]))
+            z = torch.addr(z, h, u_hat[k])
+            activations.append(h)
+            if return_layers:
+                layers.append(z)
+    else:
+        for k in range(num_layers):
+            w_k = w[..., k, :]
+            h = torch.tanh((z * w_k).sum(-1) + b[..., k])
+            z = z + h.unsqueeze(-1) * u_hat[..., k, :]
+            activations.append(h)
+            if return_layers:
+                layers.append(z)
+    if num_layers == 0:
+        sum_log_det = z.new_zeros(z.shape[:-1])
+    else:
+        h_all = torch.stack(activations, dim=-1)  # (..., K)
+        u_dot_psi = (1.0 - h_all * h_all) * w_dot_u
+        if constrain:  # 1 + u.psi > 0 is guaranteed by w.u_hat > -1
+            sum_log_det = torch.log1p(u_dot_psi).sum(-1)
+        else:
+            sum_log_det = torch.log(torch.abs(1.0 + u_dot_psi)).sum(-1)
+    return (layers if return_layers else z), sum_log_det
+
+
+# --------------------------------------------------------------------------- radial
+
+
+def constrain_radial(alpha_raw: Tensor, beta_raw: Tensor) -> tuple[Tensor, Tensor]:
+    """Map free parameters to a radial layer that is invertible (App. A.2).
+
+    alpha = softplus(alpha_raw) > 0,  beta = -alpha + softplus(beta_raw) >= -alpha.
+    """
+    alpha = F.softplus(alpha_raw)
+    beta = -alpha + F.softplus(beta_raw)
+    return alpha, beta
+
+
+def radial_transform(
+    z: Tensor, z0: Tensor, alpha: Tensor, beta: Tensor
+) -> tuple[Tensor, Tensor]:
+    """One radial layer, Eq. (14).
+
+    f(z) = z + beta h(alpha, r) (z - z0),  h = 1 / (alpha + r),  r = ||z - z0||,
+    log |det df/dz| = (D - 1) log|1 + beta h| + log|1 + beta h + beta h'(r) r|,
+    h'(r) = -1 / (alpha + r)^2.
+
+    Args:
+        z: points, shape (..., D).
+        z0: centre, shape (..., D), broadcast against z.
+        alpha: shape (...), > 0. beta: shape (...); the layer is invertible for
+            beta >= -alpha (see ``constrain_radial``).
+
+    Returns:
+        (z_new, log_abs_det): shapes (..., D) and (...).
+    """
+    _check_point(z, "z")
+    dim = z.shape[-1]
+    _check_vector_param(z0, "z0", dim)
+    alpha = torch.as_tensor(alpha, dtype=z.dtype, device=z.device)
+    beta = torch.as_tensor(beta, dtype=z.dtype, device=z.device)
+    _check_broadcast(z, z0=z0, alpha=alpha, beta=beta)
+    _check_finite(z=z, z0=z0, alpha=alpha, beta=beta)
+    if bool((alpha <= 0).any()):
+        raise ValueError("alpha must be > 0; map free parameters with constrain_radial")
+    return _radial_step(z, z0, alpha, beta)
+
+
+def _radial_step(z, z0, alpha, beta):
+    dim = z.shape[-1]
+    diff = z - z0
+    r = torch.linalg.vector_norm(diff, dim=-1)
+    h = 1.0 / (alpha + r)
+    beta_h = beta * h
+    z_new = z + beta_h.unsqueeze(-1) * diff
+    # 1 + beta h + beta h'(r) r = 1 + beta alpha / (alpha + r)^2
+    log_abs_det = (dim - 1) * torch.log(torch.abs(1.0 + beta_h)) + torch.log(
+        torch.abs(1.0 + beta * alpha * h * h)
+    )
+    return z_new, log_abs_det
+
+
+def radial_inverse(y: Tensor, z0: Tensor, alpha: Tensor, beta: Tensor) -> Tensor:
+    """Inverse of one radial layer with alpha > 0, beta >= -alpha, in closed form.
+
+    With d = y - z0 and s = ||d||, the preimage lies on the same ray from z0 at distance r
+    solving r (1 + beta / (alpha + r)) = s, i.e. r^2 + (alpha + beta - s) r - alpha s = 0,
+    whose non-negative root is taken; then z = z0 + d r / s.
+
+    Args:
+        y: shape (..., D). z0: (..., D). alpha, beta: (...).
+
+    Returns:
+        z, shape (..., D).
+    """
+    d = y - z0
+    s = torch.linalg.vector_norm(d, dim=-1)
+    c = alpha + beta - s
+    r = 0.5 * (-c + torch.sqrt(c * c + 4.0 * alpha * s))
+    scale = torch.where(s > 0, r / s.clamp_min(torch.finfo(y.dtype).tiny), torch.ones_like(s))
+    return z0 + d * scale.unsqueeze(-1)
+
+
+def radial_flow(
+    z: Tensor,
+    z0: Tensor,
+    alpha_raw: Tensor,
+    beta_raw: Tensor,
+    return_layers: bool = False,
+) -> tuple[Tensor, Tensor] | tuple[list[Tensor], Tensor]:
+    """K radial layers in sequence, parameters stacked: z0 (K, D) or (..., K, D),
+    alpha_raw and beta_raw (K,) or (..., K), mapped by ``constrain_radial``.
+
+    Returns:
+        (z_K, sum_log_det), or ([z_0, ..., z_K], sum_log_det) with ``return_layers``.
+    """
+    dim = z.shape[-1]
+    if z0.dim() < 2 or z0.shape[-1] != dim:
+        raise ValueError(
+            f"z0 must have shape (K, {dim}) or (..., K, {dim}); received {tuple(z0.shape)}"
+        )
+    alpha, beta = constrain_radial(alpha_raw, beta_raw)
+    layers = [z] if return_layers else None
+    sum_log_det = z.new_zeros(z.shape[:-1])
+    for k in range(z0.shape[-2]):
+        z, log_det = _radial_step(z, z0[..., k, :], alpha[..., k], beta[..., k])
+        sum_log_det = sum_log_det + log_det
+        if return_layers:
+            layers.append(z)
+    return (layers if return_layers else z), sum_log_det
+
+
+# --------------------------------------------------------------------------- modules
+
+
+class PlanarFlow(nn.Module):
+    """A stack of K planar layers with all parameters in stacked tensors.
+
+    Parameters: ``w`` (K, D), ``u`` (K, D) (unconstrained; ``u_hat`` is derived by
+    ``constrain_u`` at every call), ``b`` (K,). ``forward`` can also take per-example
+    parameters of shape (B, K, D) / (B, K) produced by a network (amortized flows); the
+    module's own parameters are then ignored.
+
+    Args:
+        dim: D. num_layers: K. constrain: apply App. A.1 (default True).
+        init_scale: standard deviation of the initial ``u`` (w has std 1/sqrt(D)).
+    """
+
+    def __init__(self, dim: int, num_layers: int, constrain: bool = True, init_scale: float = 0.01):
+        super().__init__()
+        if dim < 1 or num_layers < 0:
+            raise ValueError(f"need dim >= 1 and num_layers >= 0; got {dim}, {num_layers}")
+        self.dim = dim
+        self.num_layers = num_layers
+        self.constrain = constrain
+        self.w = nn.Parameter(torch.randn(num_layers, dim) / math.sqrt(dim))
+        self.u = nn.Parameter(init_scale * torch.randn(num_layers, dim))
+        self.b = nn.Parameter(torch.zeros(num_layers))
+
+    def _params(self, w, u, b):
+        if w is None and u is None and b is None:
+            return self.w, self.u, self.b
+        if w is None or u is None or b is None:
+            raise ValueError("pass all of w, u, b (per-example parameters) or none of them")
+        if w.shape[-2:] != (self.num_layers, self.dim):
+            raise ValueError(
+                f"per-example w must have shape (..., {self.num_layers}, {self.dim}); "
+                f"received {tuple(w.shape)}"
+            )
+        return w, u, b
+
+    def forward(self, z: Tensor, w: Tensor | None = None, u: Tensor | None = None,
+                b: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """z_0 (..., D) -> (z_K (..., D), sum_k log|det_k| (...))."""
+        _check_point(z, "z", self.dim)
+        return planar_flow(z, *self._params(w, u, b), constrain=self.constrain)
+
+    def layers(self, z: Tensor, w: Tensor | None = None, u: Tensor | None = None,
+               b: Tensor | None = None) -> list[Tensor]:
+        """[z_0, ..., z_K] for figures."""
+        _check_point(z, "z", self.dim)
+        return planar_flow(z, *self._params(w, u, b), constrain=self.constrain,
+                           return_layers=True)[0]
+
+    def u_hat(self) -> Tensor:
+        """The constrained directions, (K, D) (equal to ``u`` when constrain=False)."""
+        return _constrain_u(self.w, self.u) if self.constrain else self.u
+
+    def inverse(self, z_k: Tensor) -> tuple[Tensor, Tensor]:
+        """z_K (..., D) -> (z_0, sum_k log|det_k| evaluated along the way).
+
+        Needs constrain=True (an unconstrained layer may not be invertible).
+        """
+        _check_point(z_k, "z_k", self.dim)
+        if not self.constrain:
+            raise ValueError("inverse needs constrain=True (App. A.1 guarantees invertibility)")
+        u_hat = self.u_hat()
+        w_dot_u = (self.w * u_hat).sum(-1)
+        z = z_k
+        sum_log_det = z.new_zeros(z.shape[:-1])
+        for k in reversed(range(self.num_layers)):
+            z = _planar_inverse(z, self.w[k], u_hat[k], self.b[k], w_dot_u[k], None, 100)
+            h = torch.tanh(z @ self.w[k] + self.b[k])
+            sum_log_det = sum_log_det + torch.log1p((1.0 - h * h) * w_dot_u[k])
+        return z, sum_log_det
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_layers={self.num_layers}, constrain={self.constrain}"
+
+
+class RadialFlow(nn.Module):
+    """A stack of K radial layers (Eq. 14), parameters stacked: ``z0`` (K, D),
+    ``alpha_raw`` (K,), ``beta_raw`` (K,), mapped by ``constrain_radial``."""
+
+    def __init__(self, dim: int, num_layers: int, init_scale: float = 1.0):
+        super().__init__()
+        if dim < 1 or num_layers < 0:
+            raise ValueError(f"need dim >= 1 and num_layers >= 0; got {dim}, {num_layers}")
+        self.dim = dim
+        self.num_layers = num_layers
+        self.z0 = nn.Parameter(init_scale * torch.randn(num_layers, dim))
+        self.alpha_raw = nn.Parameter(torch.zeros(num_layers))
+        # alpha_raw = beta_raw = 0 gives alpha = log 2, beta = 0: the identity map
+        self.beta_raw = nn.Parameter(0.01 * torch.randn(num_layers))
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """z_0 (..., D) -> (z_K, sum_k log|det_k|)."""
+        _check_point(z, "z", self.dim)
+        return radial_flow(z, self.z0, self.alpha_raw, self.beta_raw)
+
+    def layers(self, z: Tensor) -> list[Tensor]:
+        """[z_0, ..., z_K] for figures."""
+        _check_point(z, "z", self.dim)
+        return radial_flow(z, self.z0, self.alpha_raw, self.beta_raw, return_layers=True)[0]
+
+    def inverse(self, z_k: Tensor) -> tuple[Tensor, Tensor]:
+        """z_K -> (z_0, sum_k log|det_k|), closed-form layer inverses."""
+        _check_point(z_k, "z_k", self.dim)
+        alpha, beta = constrain_radial(self.alpha_raw, self.beta_raw)
+        z = z_k
+        sum_log_det = z.new_zeros(z.shape[:-1])
+        for k in reversed(range(self.num_layers)):
+            z = radial_inverse(z, self.z0[k], alpha[k], beta[k])
+            sum_log_det = sum_log_det + _radial_step(z, self.z0[k], alpha[k], beta[k])[1]
+        return z, sum_log_det
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_layers={self.num_layers}"
+
+
+class NormalizingFlow(nn.Module):
+    """A learnable diagonal Gaussian q_0 = N(mu, diag(sigma^2)) followed by a flow stack.
+
+    ``rsample(n)`` draws z_0 = mu + sigma eps by the reparameterization trick, pushes it through
+    the stack and returns z_K with log q_K(z_K) = log q_0(z_0) - sum_k log|det_k| (Eq. 13).
+
+    Args:
+        dim: D.
+        flow: a ``PlanarFlow``/``RadialFlow`` (or any module mapping z -> (z, sum_log_det));
+            ``None`` gives the plain Gaussian (K = 0).
+    """
+
+    def __init__(self, dim: int, flow: nn.Module | None = None):
+        super().__init__()
+        self.dim = dim
+        self.mu = nn.Parameter(torch.zeros(dim))
+        self.log_sigma = nn.Parameter(torch.zeros(dim))
+        self.flow = flow
+
+    @property
+    def num_layers(self) -> int:
+        return 0 if self.flow is None else int(getattr(self.flow, "num_layers", 0))
+
+    def base_log_prob(self, z_0: Tensor) -> Tensor:
+        """log N(z_0; mu, diag(sigma^2)), shape (...)."""
+        eps = (z_0 - self.mu) * torch.exp(-self.log_sigma)
+        return -0.5 * (eps * eps).sum(-1) - self.log_sigma.sum() - 0.5 * self.dim * math.log(2 * math.pi)
+
+    def _base_sample(self, num_samples: int, generator: torch.Generator | None):
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        eps = torch.randn(num_samples, self.dim, generator=generator,
+                          device=self.mu.device, dtype=self.mu.dtype)
+        z_0 = torch.addcmul(self.mu, eps, torch.exp(self.log_sigma))
+        log_q0 = (-0.5 * (eps * eps).sum(-1) - self.log_sigma.sum()
+                  - 0.5 * self.dim * math.log(2 * math.pi))
+        return z_0, log_q0
+
+    def rsample(self, num_samples: int, generator: torch.Generator | None = None
+                ) -> tuple[Tensor, Tensor]:
+        """Draw (z_K (n, D), log q_K(z_K) (n,)), differentiable in all parameters."""
+        z_0, log_q0 = self._base_sample(num_samples, generator)
+        if self.flow is None:
+            return z_0, log_q0
+        z_k, sum_log_det = self.flow(z_0)
+        return z_k, log_q0 - sum_log_det
+
+    def sample_layers(self, num_samples: int, generator: torch.Generator | None = None
+                      ) -> list[Tensor]:
+        """[z_0, ..., z_K], each (n, D), for figures (no gradient)."""
+        with torch.no_grad():
+            z_0, _ = self._base_sample(num_samples, generator)
+            if self.flow is None:
+                return [z_0]
+            return self.flow.layers(z_0)
+
+    def log_prob(self, z_k: Tensor) -> Tensor:
+        """Exact log q_K(z_K) at arbitrary points by inverting the stack layer by layer.
+
+        log q_K(z_K) = log q_0(f^{-1}(z_K)) - sum_k log|det_k|, with the planar inverse of
+        ``planar_inverse`` or the radial one of ``radial_inverse``.
+        """
+        _check_point(z_k, "z_k", self.dim)
+        if self.flow is None:
+            return self.base_log_prob(z_k)
+        if not hasattr(self.flow, "inverse"):
+            raise ValueError(f"{type(self.flow).__name__} has no inverse; cannot evaluate log q")
+        z_0, sum_log_det = self.flow.inverse(z_k)
+        return self.base_log_prob(z_0) - sum_log_det
+
+
+# --------------------------------------------------------------------------- objective
+
+
+def free_energy(log_q: Tensor, U_values: Tensor, beta: float = 1.0) -> Tensor:
+    """Monte-Carlo free energy, Eq. (15): F = E_q[log q_K(z_K) + beta U(z_K)].
+
+    For a target p(z) = exp(-U(z)) / Z, F = KL(q_K || p) - log Z when beta = 1, so
+    KL = F + log Z >= 0 (see ``potentials.log_partition``).
+
+    Args:
+        log_q: log q_K(z_K) of the samples, shape (n,).
+        U_values: U(z_K), shape (n,).
+        beta: inverse temperature (annealing; ``annealed_beta``).
+
+    Returns:
+        scalar tensor: mean(log_q + beta U).
+    """
+    if log_q.shape != U_values.shape:
+        raise ValueError(
+            f"log_q and U_values must have the same shape (n,); received {tuple(log_q.shape)} "
+            f"and {tuple(U_values.shape)}"
+        )
+    return (log_q + beta * U_values).mean()
+
+
+def annealed_beta(step: int, start: float = 0.01, num_steps: int = 10_000) -> float:
+    """The paper's annealing schedule (Sec. 6.2): beta_t = min(1, 0.01 + t / 10_000)."""
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    return min(1.0, start + step / num_steps)
+
+
+def make_flow(kind: str, dim: int, num_layers: int) -> NormalizingFlow:
+    """A ``NormalizingFlow`` with a planar or radial stack (``kind`` in {"planar", "radial"})."""
+    stacks: dict[str, Callable[[int, int], nn.Module]] = {"planar": PlanarFlow, "radial": RadialFlow}
+    if kind not in stacks:
+        raise ValueError(f"kind must be one of {sorted(stacks)}, got {kind!r}")
+    return NormalizingFlow(dim, stacks[kind](dim, num_layers) if num_layers > 0 else None)

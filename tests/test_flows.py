@@ -1,0 +1,318 @@
+"""Flows: analytic log-dets against autograd Jacobians, constraints, inverses, stacks."""
+
+import math
+
+import pytest
+import torch
+from torch.autograd.functional import jacobian
+
+from nfutils import flows
+from nfutils.flows import (
+    NormalizingFlow,
+    PlanarFlow,
+    RadialFlow,
+    annealed_beta,
+    constrain_radial,
+    constrain_u,
+    free_energy,
+    planar_flow,
+    planar_inverse,
+    planar_transform,
+    radial_flow,
+    radial_inverse,
+    radial_transform,
+    split_planar_params,
+)
+
+DIMS = [2, 5, 40]
+torch_f64 = dict(dtype=torch.float64)
+
+
+def autograd_log_det(f, z):
+    """log|det J| of a map (D,) -> (D,) at a single point, by autograd + slogdet."""
+    jac = jacobian(f, z)
+    return torch.linalg.slogdet(jac).logabsdet
+
+
+def random_planar(dim, lead=(), constrained=True):
+    w = torch.randn(*lead, dim, **torch_f64)
+    u = torch.randn(*lead, dim, **torch_f64)
+    b = torch.randn(lead, **torch_f64)
+    return w, (constrain_u(w, u) if constrained else u), b
+
+
+# ---------------------------------------------------------------- single layers
+
+
+@pytest.mark.parametrize("dim", DIMS)
+def test_planar_log_det_matches_autograd_shared_params(dim):
+    w, u_hat, b = random_planar(dim)
+    z = torch.randn(6, dim, **torch_f64)
+    _, log_det = planar_transform(z, w, u_hat, b)
+    for i in range(z.shape[0]):
+        expected = autograd_log_det(lambda x: planar_transform(x, w, u_hat, b)[0], z[i])
+        assert abs(float(log_det[i] - expected)) < 1e-5
+
+
+@pytest.mark.parametrize("dim", DIMS)
+def test_planar_log_det_matches_autograd_per_example_params(dim):
+    batch = 5
+    w, u_hat, b = random_planar(dim, lead=(batch,))
+    z = torch.randn(batch, dim, **torch_f64)
+    z_new, log_det = planar_transform(z, w, u_hat, b)
+    for i in range(batch):
+        f = lambda x: planar_transform(x, w[i], u_hat[i], b[i])[0]  # noqa: E731
+        assert abs(float(log_det[i] - autograd_log_det(f, z[i]))) < 1e-5
+        assert torch.allclose(z_new[i], f(z[i]))
+
+
+@pytest.mark.parametrize("dim", DIMS)
+def test_planar_unconstrained_log_det_uses_absolute_value(dim):
+    # u = -3 w/||w||^2 makes 1 + u.psi negative near the hyperplane: log|det| still correct
+    w = torch.randn(dim, **torch_f64)
+    u = -3.0 * w / (w @ w)
+    b = torch.tensor(0.0, **torch_f64)
+    z = 1e-3 * torch.randn(3, dim, **torch_f64)
+    _, log_det = planar_transform(z, w, u, b)
+    for i in range(3):
+        expected = autograd_log_det(lambda x: planar_transform(x, w, u, b)[0], z[i])
+        assert abs(float(log_det[i] - expected)) < 1e-5
+
+
+@pytest.mark.parametrize("dim", DIMS)
+@pytest.mark.parametrize("per_example", [False, True])
+def test_radial_log_det_matches_autograd(dim, per_example):
+    lead = (4,) if per_example else ()
+    z0 = torch.randn(*lead, dim, **torch_f64)
+    alpha, beta = constrain_radial(torch.randn(lead, **torch_f64), torch.randn(lead, **torch_f64))
+    z = torch.randn(4, dim, **torch_f64)
+    z_new, log_det = radial_transform(z, z0, alpha, beta)
+    for i in range(4):
+        params = (z0[i], alpha[i], beta[i]) if per_example else (z0, alpha, beta)
+        f = lambda x: radial_transform(x, *params)[0]  # noqa: E731
+        assert abs(float(log_det[i] - autograd_log_det(f, z[i]))) < 1e-5
+        assert torch.allclose(z_new[i], f(z[i]))
+
+
+# ---------------------------------------------------------------- constraints
+
+
+def test_w_dot_u_hat_above_minus_one_random_and_adversarial():
+    dim = 5
+    w = torch.randn(10_000, dim, **torch_f64)
+    u = torch.randn(10_000, dim, **torch_f64)
+    # adversarial: u = -c w with c up to 1e3, and tiny / huge w
+    c = torch.logspace(-2, 3, 2_500, **torch_f64).unsqueeze(-1)
+    u[:2_500] = -c * w[:2_500]
+    w[2_500:3_000] *= 1e-6
+    u[3_000:3_500] *= 1e4
+    u_hat = constrain_u(w, u)
+    w_dot_u_hat = (w * u_hat).sum(-1)
+    assert torch.isfinite(u_hat).all()
+    assert bool((w_dot_u_hat > -1).all()), float(w_dot_u_hat.min())
+
+
+def test_constrain_u_matches_formula_and_keeps_valid_u():
+    w = torch.randn(100, 3, **torch_f64)
+    u = torch.randn(100, 3, **torch_f64)
+    w_dot_u = (w * u).sum(-1, keepdim=True)
+    m = -1 + torch.log1p(torch.exp(w_dot_u))
+    expected = u + (m - w_dot_u) * w / (w * w).sum(-1, keepdim=True)
+    assert torch.allclose(constrain_u(w, u), expected, atol=1e-12)
+    # the component of u orthogonal to w is untouched
+    residual = constrain_u(w, u) - u
+    cross = residual - (residual * w).sum(-1, keepdim=True) * w / (w * w).sum(-1, keepdim=True)
+    assert cross.abs().max() < 1e-12
+
+
+def test_radial_beta_at_least_minus_alpha():
+    alpha, beta = constrain_radial(10 * torch.randn(10_000, **torch_f64), 10 * torch.randn(10_000, **torch_f64))
+    assert bool((alpha > 0).all()) and bool((beta >= -alpha).all())
+
+
+# ---------------------------------------------------------------- inverses
+
+
+@pytest.mark.parametrize("dim", DIMS)
+def test_planar_inverse_round_trip(dim):
+    w, u_hat, b = random_planar(dim, lead=(50,))
+    w = 3 * w  # steep layers
+    u_hat = constrain_u(w, 5 * torch.randn(50, dim, **torch_f64))
+    z = torch.randn(50, dim, **torch_f64)
+    y, _ = planar_transform(z, w, u_hat, b)
+    assert torch.allclose(planar_inverse(y, w, u_hat, b), z, atol=1e-9)
+
+
+def test_planar_inverse_solves_the_scalar_equation_along_w():
+    w, u_hat, b = random_planar(2)
+    y = torch.randn(100, 2, **torch_f64)
+    z = planar_inverse(y, w, u_hat, b)
+    # f(z) = y means w.z solves a + (w.u_hat) tanh(a + b) = w.y
+    a = z @ w
+    assert torch.allclose(a + (w @ u_hat) * torch.tanh(a + b), y @ w, atol=1e-10)
+
+
+def test_planar_inverse_rejects_non_invertible_layer():
+    w = torch.tensor([1.0, 0.0], **torch_f64)
+    u = torch.tensor([-2.0, 0.0], **torch_f64)
+    with pytest.raises(ValueError, match="w.u_hat > -1"):
+        planar_inverse(torch.zeros(3, 2, **torch_f64), w, u, torch.tensor(0.0, **torch_f64))
+
+
+@pytest.mark.parametrize("dim", DIMS)
+def test_radial_inverse_round_trip(dim):
+    z0 = torch.randn(dim, **torch_f64)
+    alpha, beta = constrain_radial(torch.randn(20, **torch_f64), torch.randn(20, **torch_f64) - 2)
+    z = torch.randn(20, dim, **torch_f64)
+    y, _ = radial_transform(z, z0, alpha, beta)
+    assert torch.allclose(radial_inverse(y, z0, alpha, beta), z, atol=1e-9)
+
+
+# ---------------------------------------------------------------- stacks
+
+
+def per_layer_reference(z, w, u, b):
+    """Plain per-layer loop with planar_transform: the independent computation."""
+    total = torch.zeros(z.shape[:-1], **torch_f64)
+    u_hat = constrain_u(w, u)
+    for k in range(w.shape[-2]):
+        z, log_det = planar_transform(z, w[..., k, :], u_hat[..., k, :], b[..., k])
+        total = total + log_det
+    return z, total
+
+
+@pytest.mark.parametrize("dim", DIMS)
+def test_planar_stack_shared_equals_sum_over_layers(dim):
+    flow = PlanarFlow(dim, 7).double()
+    with torch.no_grad():
+        flow.u.normal_()
+        flow.b.normal_()
+    z = torch.randn(30, dim, **torch_f64)
+    z_k, sum_log_det = flow(z)
+    z_ref, ref = per_layer_reference(z, flow.w, flow.u, flow.b)
+    assert torch.allclose(z_k, z_ref, atol=1e-10)
+    assert torch.allclose(sum_log_det, ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("dim", DIMS)
+def test_planar_stack_per_example_parameters(dim):
+    batch, layers = 6, 4
+    flat = torch.randn(batch, layers * (2 * dim + 1), **torch_f64)
+    w, u, b = split_planar_params(flat, dim, layers)
+    assert w.shape == (batch, layers, dim) and b.shape == (batch, layers)
+    z = torch.randn(batch, dim, **torch_f64)
+    z_k, sum_log_det = planar_flow(z, w, u, b)
+    z_ref, ref = per_layer_reference(z, w, u, b)
+    assert torch.allclose(z_k, z_ref, atol=1e-10) and torch.allclose(sum_log_det, ref, atol=1e-10)
+    # several samples per example: z (S, B, D) against parameters (B, K, D)
+    z_many = torch.randn(3, batch, dim, **torch_f64)
+    z_k_many, log_det_many = planar_flow(z_many, w, u, b)
+    for s in range(3):
+        z_ref, ref = per_layer_reference(z_many[s], w, u, b)
+        assert torch.allclose(z_k_many[s], z_ref, atol=1e-10)
+        assert torch.allclose(log_det_many[s], ref, atol=1e-10)
+    # the module accepts the same per-example parameters
+    module = PlanarFlow(dim, layers).double()
+    assert torch.allclose(module(z, w, u, b)[1], ref if False else planar_flow(z, w, u, b)[1])
+
+
+@pytest.mark.parametrize("dim", [2, 5])
+def test_whole_stack_log_det_matches_autograd(dim):
+    flow = PlanarFlow(dim, 5).double()
+    with torch.no_grad():
+        flow.u.normal_()
+    z = torch.randn(3, dim, **torch_f64)
+    _, sum_log_det = flow(z)
+    for i in range(3):
+        expected = autograd_log_det(lambda x: flow(x.unsqueeze(0))[0][0], z[i])
+        assert abs(float(sum_log_det[i] - expected)) < 1e-5
+
+
+@pytest.mark.parametrize("dim", DIMS)
+def test_radial_stack_equals_sum_over_layers(dim):
+    flow = RadialFlow(dim, 5).double()
+    with torch.no_grad():
+        flow.beta_raw.normal_()
+    z = torch.randn(10, dim, **torch_f64)
+    z_k, sum_log_det = flow(z)
+    alpha, beta = constrain_radial(flow.alpha_raw, flow.beta_raw)
+    total = torch.zeros(10, **torch_f64)
+    x = z
+    for k in range(5):
+        x, log_det = radial_transform(x, flow.z0[k], alpha[k], beta[k])
+        total += log_det
+    assert torch.allclose(z_k, x) and torch.allclose(sum_log_det, total)
+
+
+@pytest.mark.parametrize("kind", ["planar", "radial"])
+def test_normalizing_flow_log_q_and_exact_log_prob(kind):
+    dim = 2
+    model = flows.make_flow(kind, dim, 6).double()
+    with torch.no_grad():
+        model.mu.normal_()
+        model.log_sigma.normal_(0, 0.3)
+        for p in model.flow.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    z_k, log_q = model.rsample(200)
+    assert z_k.shape == (200, 2) and log_q.shape == (200,)
+    # Eq. 13 by hand: recover z_0 through the inverse, log q_0 - sum log det
+    assert torch.allclose(model.log_prob(z_k), log_q, atol=1e-8)
+    layers = model.sample_layers(50)
+    assert len(layers) == 7 and all(layer.shape == (50, 2) for layer in layers)
+
+
+def test_normalizing_flow_density_integrates_to_one():
+    from nfutils.potentials import density_grid
+
+    model = flows.make_flow("planar", 2, 4).double()
+    with torch.no_grad():
+        model.flow.u.normal_()
+    points, area = density_grid(8.0, 400)
+    with torch.no_grad():
+        total = torch.exp(model.log_prob(points.reshape(-1, 2))).sum() * area
+    assert abs(float(total) - 1.0) < 1e-3
+
+
+def test_rsample_is_differentiable():
+    model = flows.make_flow("planar", 2, 3)
+    z_k, log_q = model.rsample(64)
+    (z_k.sum() + log_q.sum()).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+# ---------------------------------------------------------------- objective
+
+
+def test_free_energy_and_annealing():
+    log_q = torch.tensor([1.0, 2.0])
+    U = torch.tensor([3.0, 5.0])
+    assert float(free_energy(log_q, U)) == pytest.approx(5.5)
+    assert float(free_energy(log_q, U, beta=0.5)) == pytest.approx(1.5 + 2.0)
+    assert annealed_beta(0) == pytest.approx(0.01)
+    assert annealed_beta(5_000) == pytest.approx(0.51)
+    assert annealed_beta(9_900) == 1.0 and annealed_beta(50_000) == 1.0
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_input_names_expected_shape():
+    z = torch.randn(10, 3)
+    with pytest.raises(ValueError, match=r"\(\.\.\., 3\)"):
+        planar_transform(z, torch.randn(2), torch.randn(3), torch.tensor(0.0))
+    with pytest.raises(ValueError, match="u must have shape"):
+        planar_transform(z, torch.randn(3), torch.randn(4), torch.tensor(0.0))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        planar_transform(z, torch.randn(7, 3), torch.randn(7, 3), torch.zeros(7))
+    with pytest.raises(ValueError, match="NaN"):
+        planar_transform(torch.full((4, 3), float("nan")), torch.randn(3), torch.randn(3), 0.0)
+    with pytest.raises(ValueError, match="infinite"):
+        radial_transform(z, torch.full((3,), float("inf")), 1.0, 0.0)
+    with pytest.raises(ValueError, match=r"\(\.\.\., 2\)"):
+        PlanarFlow(2, 3)(torch.randn(5, 3))
+    with pytest.raises(ValueError, match="K\\(2D\\+1\\)"):
+        split_planar_params(torch.randn(4, 10), 2, 3)
+    with pytest.raises(ValueError, match="same shape"):
+        free_energy(torch.zeros(3), torch.zeros(4))
+    with pytest.raises(ValueError, match="kind"):
+        flows.make_flow("affine", 2, 3)
