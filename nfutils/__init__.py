@@ -5,9 +5,9 @@ Modules, one concept each: ``flows`` (planar and radial flows, free energy), ``p
 (the 2-D targets of Table 1), ``data`` (MNIST), ``runtime`` (device, seeds, quick mode).
 """
 
-from . import data, flows, potentials
+from . import data, flows, potentials, training
 from .runtime import device, quick_mode, seed_everything, set_threads
 
 __version__ = "0.1.0"
 
-__all__ = ["data", "flows", "potentials", "device", "quick_mode", "seed_everything", "set_threads"]
+__all__ = ["data", "flows", "potentials", "training", "device", "quick_mode", "seed_everything", "set_threads"]
