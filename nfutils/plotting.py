@@ -1,0 +1,344 @@
+"""Figures of the series: pure functions that draw on given axes or return a Figure.
+
+Every function here only draws: it takes arrays (NumPy or torch) or a model and returns what
+it drew, never reads globals, never calls ``plt.show``. Widgets (``nfutils.widgets``) wrap
+these functions, and tests call them directly. Functions that return a whole figure build a
+``matplotlib.figure.Figure`` without pyplot, so a widget that redraws a hundred times leaks
+nothing; the notebook displays it (a Figure is rendered inline by IPython) or saves it.
+
+Conventions: 2-D densities on a grid are arrays of shape (R, R) indexed [row = z2, column = z1]
+(``potentials.density_grid``), drawn with ``origin="lower"`` on ``extent = (xmin, xmax, ymin,
+ymax)``; a half-width ``e`` means the square [-e, e]^2.
+
+Sections:
+
+* data for figures: ``as_numpy``, ``square_extent``, ``density_on_grid``, ``histogram2d``,
+  ``flow_histogram``, ``layer_indices``;
+* Part 1 (2-D flows): ``plot_density``, ``plot_potential``, ``plot_layer_samples``,
+  ``layer_samples_figure``, ``plot_kl_curve``, ``plot_planar_layer``, ``figure3_grid``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from . import flows, potentials
+
+__all__ = [
+    "as_numpy",
+    "square_extent",
+    "density_on_grid",
+    "histogram2d",
+    "flow_histogram",
+    "layer_indices",
+    "plot_density",
+    "plot_potential",
+    "plot_layer_samples",
+    "layer_samples_figure",
+    "plot_kl_curve",
+    "plot_planar_layer",
+    "figure3_grid",
+]
+
+Extent = tuple[float, float, float, float]
+
+
+# --------------------------------------------------------------------------- data for figures
+
+
+def as_numpy(x) -> np.ndarray:
+    """A NumPy copy of a tensor (detached, on the CPU) or array-like."""
+    if isinstance(x, Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def square_extent(extent) -> Extent:
+    """(xmin, xmax, ymin, ymax) from a half-width ``e`` ([-e, e]^2) or a 4-tuple."""
+    if isinstance(extent, (int, float)):
+        if extent <= 0:
+            raise ValueError(f"a half-width extent must be > 0, got {extent}")
+        return (-float(extent), float(extent), -float(extent), float(extent))
+    if len(extent) != 4:
+        raise ValueError(f"extent must be a half-width or (xmin, xmax, ymin, ymax); got {extent}")
+    return tuple(float(e) for e in extent)  # type: ignore[return-value]
+
+
+def density_on_grid(log_density: Callable[[Tensor], Tensor], extent=4.0, resolution: int = 200,
+                    dtype=torch.float64) -> tuple[np.ndarray, float]:
+    """exp(log_density) at the cell centres of a grid, for images and quadrature.
+
+    Args:
+        log_density: (n, 2) -> (n,), e.g. ``lambda z: -U(z)`` or a flow's ``log_prob``.
+        extent: half-width or (xmin, xmax, ymin, ymax). resolution: cells per side.
+
+    Returns:
+        (density of shape (resolution, resolution) indexed [z2, z1], area of one cell).
+    """
+    points, cell_area = potentials.density_grid(square_extent(extent), resolution, dtype=dtype)
+    with torch.no_grad():
+        log_values = log_density(points.reshape(-1, 2))
+    return as_numpy(torch.exp(log_values)).reshape(resolution, resolution), cell_area
+
+
+def histogram2d(samples, extent=4.0, bins: int = 200) -> np.ndarray:
+    """Normalized 2-D histogram of samples (n, 2): an estimate of their density on the grid
+    (shape (bins, bins), indexed [z2, z1]); samples outside the extent count in the total,
+    so the image integrates to the fraction of mass inside it."""
+    samples = as_numpy(samples)
+    if samples.ndim != 2 or samples.shape[1] != 2:
+        raise ValueError(f"samples must have shape (n, 2); received shape {samples.shape}")
+    xmin, xmax, ymin, ymax = square_extent(extent)
+    counts, _, _ = np.histogram2d(samples[:, 1], samples[:, 0], bins=bins,
+                                  range=[[ymin, ymax], [xmin, xmax]])
+    cell_area = (xmax - xmin) * (ymax - ymin) / bins**2
+    return counts / (len(samples) * cell_area)
+
+
+def flow_histogram(model: flows.NormalizingFlow, num_samples: int = 1_000_000, extent=4.0,
+                   bins: int = 200, chunk_size: int = 100_000,
+                   generator: torch.Generator | None = None) -> np.ndarray:
+    """Density histogram of ``num_samples`` draws of q_K, drawn in chunks without gradients
+    (10^6 samples of a K = 100 flow need ~20 MB a chunk, not 1 GB at once).
+
+    Returns:
+        (bins, bins) array indexed [z2, z1], normalized like ``histogram2d``.
+    """
+    if num_samples < 1 or chunk_size < 1:
+        raise ValueError(f"num_samples and chunk_size must be >= 1; got {num_samples}, {chunk_size}")
+    total = np.zeros((bins, bins))
+    remaining = num_samples
+    with torch.no_grad():
+        while remaining > 0:
+            n = min(chunk_size, remaining)
+            z_k, _ = model.rsample(n, generator=generator)
+            total += histogram2d(z_k, extent, bins) * n
+            remaining -= n
+    return total / num_samples
+
+
+def layer_indices(num_layers: int) -> list[int]:
+    """The layers shown in a samples-from-each-layer figure: 0, 1, 5, 10, 20, ..., K."""
+    if num_layers < 0:
+        raise ValueError(f"num_layers must be >= 0, got {num_layers}")
+    candidates = [0, 1, 5] + list(range(10, num_layers, 10)) + [num_layers]
+    return sorted({k for k in candidates if k <= num_layers})
+
+
+# --------------------------------------------------------------------------- Part 1: 2-D flows
+
+
+def plot_density(ax: Axes, density, extent=4.0, title: str | None = None, cmap: str = "viridis",
+                 vmax: float | None = None):
+    """Draw a density on a grid (R, R), indexed [z2, z1], as an image; returns the image."""
+    density = as_numpy(density)
+    if density.ndim != 2:
+        raise ValueError(f"density must have shape (R, R); received shape {density.shape}")
+    image = ax.imshow(density, origin="lower", extent=square_extent(extent), cmap=cmap,
+                      vmin=0.0, vmax=vmax, aspect="equal", interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+    return image
+
+
+def plot_potential(ax: Axes, U: Callable[[Tensor], Tensor], extent=4.0, resolution: int = 200,
+                   title: str | None = None, cmap: str = "viridis"):
+    """Draw the unnormalized target exp(-U(z)) on a grid (the paper's Figure 3a)."""
+    density, _ = density_on_grid(lambda z: -U(z), extent, resolution)
+    return plot_density(ax, density, extent, title, cmap)
+
+
+def plot_layer_samples(ax: Axes, z, color_values, extent=4.0, title: str | None = None,
+                       cmap: str = "viridis", point_size: float = 1.0, vmax: float | None = None):
+    """Scatter samples z (n, 2), each coloured by ``color_values`` (n,) (e.g. the distance of
+    its z_0 to the base mean, so one sees where each part of the base density goes).
+    Rasterized, so a figure saved as PDF stays small."""
+    z = as_numpy(z)
+    color_values = as_numpy(color_values)
+    if z.ndim != 2 or z.shape[1] != 2:
+        raise ValueError(f"z must have shape (n, 2); received shape {z.shape}")
+    if color_values.shape != (z.shape[0],):
+        raise ValueError(
+            f"color_values must have shape ({z.shape[0]},) to match z; received {color_values.shape}"
+        )
+    xmin, xmax, ymin, ymax = square_extent(extent)
+    points = ax.scatter(z[:, 0], z[:, 1], c=color_values, s=point_size, cmap=cmap, vmin=0.0,
+                        vmax=vmax, linewidths=0, rasterized=True)
+    ax.set_xlim(xmin, xmax)
+    ax.set_ylim(ymin, ymax)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+    return points
+
+
+def layer_samples_figure(layers: Sequence, color_values, indices: Sequence[int] | None = None,
+                         extent=4.0, ncols: int = 7, panel_size: float = 1.7,
+                         suptitle: str | None = None) -> Figure:
+    """Samples after layers ``indices`` of a flow, one panel each (same colours throughout).
+
+    Args:
+        layers: [z_0, ..., z_K], each (n, 2) (``NormalizingFlow.sample_layers``).
+        color_values: (n,), e.g. ||z_0 - mu||.
+        indices: which layers; default ``layer_indices(K)``.
+    """
+    num_layers = len(layers) - 1
+    indices = layer_indices(num_layers) if indices is None else list(indices)
+    if any(k < 0 or k > num_layers for k in indices):
+        raise ValueError(f"layer indices must lie in [0, {num_layers}]; got {indices}")
+    ncols = max(1, min(ncols, len(indices)))
+    nrows = math.ceil(len(indices) / ncols)
+    fig = Figure(figsize=(panel_size * ncols, panel_size * nrows + (0.3 if suptitle else 0)))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    vmax = float(np.max(as_numpy(color_values)))
+    for ax, k in zip(axes.flat, indices):
+        plot_layer_samples(ax, layers[k], color_values, extent, title=f"after layer {k}" if k else "z_0 (base)",
+                           vmax=vmax)
+    for ax in list(axes.flat)[len(indices):]:
+        ax.set_axis_off()
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_kl_curve(ax: Axes, steps, kl, label: str | None = None, smooth: int = 1,
+                  title: str | None = None):
+    """KL(q || p) in nats against training steps; ``smooth`` > 1 adds a running mean over that
+    many logged points (the raw values stay visible, faint). Returns the drawn line."""
+    steps = as_numpy(steps)
+    kl = as_numpy(kl)
+    if steps.shape != kl.shape or steps.ndim != 1:
+        raise ValueError(f"steps and kl must be 1-D of the same length; got {steps.shape}, {kl.shape}")
+    if smooth > 1 and len(kl) >= smooth:
+        raw = ax.plot(steps, kl, alpha=0.25, linewidth=0.8)[0]
+        kernel = np.ones(smooth) / smooth
+        smoothed = np.convolve(kl, kernel, mode="valid")
+        line = ax.plot(steps[smooth - 1:], smoothed, color=raw.get_color(), label=label)[0]
+    else:
+        line = ax.plot(steps, kl, label=label)[0]
+    ax.axhline(0.0, color="black", linewidth=0.6)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("KL(q || p) [nats]")
+    if title is not None:
+        ax.set_title(title, fontsize=10)
+    return line
+
+
+def plot_planar_layer(w: Sequence[float], u: Sequence[float], b: float, constrain: bool = False,
+                      extent: float = 3.0, grid_lines: int = 21, resolution: int = 120) -> Figure:
+    """One planar layer f(z) = z + u tanh(w^T z + b) (Eq. 10) acting on the plane.
+
+    Four panels: a grid of points coloured by w^T z + b; its image under f (the same colours,
+    so a fold shows as colours landing on one another); the base density N(0, I); the density
+    after the layer, q_1(y) = N(f^{-1}(y)) / |1 + u^T psi| (Eq. 11-12), computed exactly by
+    inversion when w^T u > -1 (``flows.planar_inverse``), and otherwise, when the layer folds
+    the plane and has no inverse, as a histogram of 200,000 pushed samples.
+
+    Args:
+        w, u: two numbers each. b: the offset.
+        constrain: replace u by u_hat = ``constrain_u(w, u)`` (App. A.1) first.
+        extent: half-width of the square shown. grid_lines: points per side of the grid.
+        resolution: cells per side of the density images.
+
+    Returns:
+        a Figure with four axes; its suptitle states w^T u (or w^T u_hat).
+    """
+    w_t = torch.as_tensor(w, dtype=torch.float64)
+    u_t = torch.as_tensor(u, dtype=torch.float64)
+    if w_t.shape != (2,) or u_t.shape != (2,):
+        raise ValueError(f"w and u must have shape (2,); received {tuple(w_t.shape)}, {tuple(u_t.shape)}")
+    b_t = torch.tensor(float(b), dtype=torch.float64)
+    u_used = flows.constrain_u(w_t, u_t) if constrain else u_t
+    w_dot_u = float(w_t @ u_used)
+
+    ticks = torch.linspace(-extent, extent, grid_lines, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(ticks, ticks, indexing="xy"), dim=-1).reshape(-1, 2)
+    image, _ = flows.planar_transform(grid, w_t, u_used, b_t)
+    colour = as_numpy(grid @ w_t + b_t)
+
+    fig = Figure(figsize=(11.0, 3.0))
+    axes = fig.subplots(1, 4)
+    limit = float(np.abs(colour).max())
+    for ax, points, title in ((axes[0], grid, "grid z"), (axes[1], image, "image f(z)")):
+        ax.scatter(*as_numpy(points).T, c=colour, cmap="coolwarm", s=6, vmin=-limit, vmax=limit,
+                   linewidths=0)
+        ax.set_xlim(-extent - 1, extent + 1)
+        ax.set_ylim(-extent - 1, extent + 1)
+        ax.set_aspect("equal")
+        ax.set_title(title, fontsize=9)
+    # the hyperplane w.z + b = 0 in the first panel
+    if float(w_t.norm()) > 0:
+        direction = torch.stack([-w_t[1], w_t[0]]) / w_t.norm()
+        foot = -b_t * w_t / (w_t @ w_t)
+        ends = torch.stack([foot - 10 * direction, foot + 10 * direction])
+        axes[0].plot(*as_numpy(ends).T, color="black", linewidth=0.8)
+
+    base = torch.distributions.MultivariateNormal(torch.zeros(2, dtype=torch.float64),
+                                                  torch.eye(2, dtype=torch.float64))
+    density_before, _ = density_on_grid(base.log_prob, extent, resolution)
+    if w_dot_u > -1:
+        def log_q1(y: Tensor) -> Tensor:
+            z = flows.planar_inverse(y, w_t, u_used, b_t)
+            return base.log_prob(z) - flows.planar_transform(z, w_t, u_used, b_t)[1]
+
+        density_after, _ = density_on_grid(log_q1, extent, resolution)
+        after_title = "density after (exact, by inversion)"
+    else:
+        generator = torch.Generator().manual_seed(0)
+        z_0 = torch.randn(200_000, 2, generator=generator, dtype=torch.float64)
+        density_after = histogram2d(flows.planar_transform(z_0, w_t, u_used, b_t)[0], extent,
+                                    resolution)
+        after_title = "density after (histogram: not invertible)"
+    vmax = float(max(density_before.max(), np.percentile(density_after, 99.5)))
+    plot_density(axes[2], density_before, extent, "base density N(0, I)", vmax=vmax)
+    plot_density(axes[3], density_after, extent, after_title, vmax=vmax)
+    name = "w.u_hat" if constrain else "w.u"
+    verdict = "invertible" if w_dot_u > -1 else "NOT invertible: the plane folds"
+    fig.suptitle(f"planar layer, {name} = {w_dot_u:.2f} ({verdict})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def figure3_grid(target_densities: Mapping[str, np.ndarray],
+                 panels: Mapping[tuple[str, str, int], tuple[np.ndarray, float]],
+                 kinds: Sequence[str] = ("planar", "radial"), lengths: Sequence[int] = (2, 8, 32),
+                 extent=4.0, panel_size: float = 1.6) -> Figure:
+    """The paper's Figure 3 as a grid: one row per potential; the target, then q_K for each
+    flow kind and length K, with the final KL(q || p) in nats written in each panel.
+
+    Args:
+        target_densities: name -> exp(-U) on a grid (R, R).
+        panels: (name, kind, K) -> (density image of q_K (R', R'), final KL in nats).
+        kinds, lengths: column order.
+    """
+    names = list(target_densities)
+    columns = [(kind, length) for kind in kinds for length in lengths]
+    missing = [(n, k, K) for n in names for k, K in columns if (n, k, K) not in panels]
+    if missing:
+        raise ValueError(f"figure3_grid: no panel for {missing[:3]}{' ...' if len(missing) > 3 else ''}")
+    fig = Figure(figsize=(panel_size * (1 + len(columns)), panel_size * len(names) + 0.3))
+    axes = fig.subplots(len(names), 1 + len(columns), squeeze=False)
+    for row, name in enumerate(names):
+        plot_density(axes[row, 0], target_densities[name], extent,
+                     title="target exp(-U)" if row == 0 else None)
+        axes[row, 0].set_ylabel(name, fontsize=10)
+        for col, (kind, length) in enumerate(columns, start=1):
+            density, kl = panels[(name, kind, length)]
+            ax = axes[row, col]
+            plot_density(ax, density, extent, title=f"{kind} K={length}" if row == 0 else None,
+                         vmax=float(np.percentile(density, 99.8)) or None)
+            ax.text(0.03, 0.04, f"KL {kl:.2f}", transform=ax.transAxes, color="white", fontsize=8)
+    fig.tight_layout()
+    return fig

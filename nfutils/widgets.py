@@ -1,0 +1,107 @@
+"""Interactive figures of the series: small builders returning ``ipywidgets`` objects.
+
+Each builder wraps ONE pure plotting function of ``nfutils.plotting`` with
+``ipywidgets.interactive`` (inline matplotlib, never ipympl, so it works on Colab). The callback
+draws a fresh ``Figure``, displays it in the widget's output area and returns it, so
+``widget.result`` holds the figure last drawn: tests set a control's value and check that the
+figure changed; the notebook also draws the default figure statically, which renders without
+a kernel.
+
+Sections:
+
+* Part 1 (2-D flows): ``planar_layer_explorer``, ``layer_slider``.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import ipywidgets as widgets
+import numpy as np
+from IPython.display import display
+from matplotlib.figure import Figure
+
+from . import plotting
+
+__all__ = ["planar_layer_explorer", "layer_slider"]
+
+
+def _show(fig: Figure) -> Figure:
+    display(fig)
+    return fig
+
+
+# --------------------------------------------------------------------------- Part 1: 2-D flows
+
+
+def planar_layer_explorer(w=(1.0, 0.0), u=(1.0, 0.0), b: float = 0.0, constrain: bool = False,
+                          extent: float = 3.0, resolution: int = 100) -> widgets.interactive:
+    """Sliders for one planar layer's w, u, b (and the App. A.1 constraint) around
+    ``plotting.plot_planar_layer``.
+
+    Args:
+        w, u, b, constrain: the starting values of the controls.
+        extent, resolution: passed to the plotting function (fixed).
+
+    Returns:
+        an ``ipywidgets.interactive``; its controls are named w1, w2, u1, u2, b, constrain.
+    """
+
+    def draw(w1: float, w2: float, u1: float, u2: float, b: float, constrain: bool) -> Figure:
+        return _show(plotting.plot_planar_layer((w1, w2), (u1, u2), b, constrain=constrain,
+                                                extent=extent, resolution=resolution))
+
+    def slider(name: str, value: float, low: float = -3.0, high: float = 3.0) -> widgets.FloatSlider:
+        return widgets.FloatSlider(value=float(value), min=low, max=high, step=0.1,
+                                   description=name, continuous_update=False)
+
+    return widgets.interactive(
+        draw,
+        w1=slider("w1", w[0]), w2=slider("w2", w[1]),
+        u1=slider("u1", u[0]), u2=slider("u2", u[1]),
+        b=slider("b", b),
+        constrain=widgets.Checkbox(value=constrain, description="u_hat (App. A.1)"),
+    )
+
+
+def layer_slider(layers: Mapping[str, Sequence], color_values: Mapping[str, np.ndarray],
+                 extent=4.0, point_size: float = 2.0) -> widgets.interactive:
+    """A potential dropdown and a layer-index slider around ``plotting.plot_layer_samples``:
+    the samples of a trained flow after layer k, coloured by their distance to the base mean
+    before any layer.
+
+    Args:
+        layers: potential name -> [z_0, ..., z_K] (each (n, 2)) of its trained flow.
+        color_values: potential name -> (n,) colours (e.g. ||z_0 - mu||).
+        extent: half-width of the square shown.
+
+    Returns:
+        an ``ipywidgets.interactive`` with controls ``potential`` (Dropdown) and ``k``
+        (IntSlider, 0 ... K of the largest flow; clipped to the chosen flow's K).
+    """
+    if not layers:
+        raise ValueError("layers is empty: pass {potential name: [z_0, ..., z_K]}")
+    if set(layers) != set(color_values):
+        raise ValueError(f"layers and color_values must have the same keys; got {sorted(layers)} "
+                         f"and {sorted(color_values)}")
+    names = list(layers)
+    max_k = max(len(v) - 1 for v in layers.values())
+
+    def draw(potential: str, k: int) -> Figure:
+        flow_layers = layers[potential]
+        k = min(k, len(flow_layers) - 1)
+        colours = np.asarray(color_values[potential])
+        fig = Figure(figsize=(4.0, 4.0))
+        ax = fig.subplots()
+        plotting.plot_layer_samples(ax, flow_layers[k], colours, extent,
+                                    title=f"{potential}: samples after layer {k} of {len(flow_layers) - 1}",
+                                    point_size=point_size, vmax=float(colours.max()))
+        fig.tight_layout()
+        return _show(fig)
+
+    return widgets.interactive(
+        draw,
+        potential=widgets.Dropdown(options=names, value=names[0], description="potential"),
+        k=widgets.IntSlider(value=max_k, min=0, max=max_k, step=1, description="layer k",
+                            continuous_update=False),
+    )
