@@ -1,0 +1,559 @@
+"""Amortized (conditional) planar flows: one network maps a condition to a whole flow.
+
+Part 1 fits one flow per target by running an optimizer. For a *family* of targets
+p(z | c) ∝ exp(-U(z; c)) (here U1's ring rotated by an angle theta, and optionally scaled to
+a radius r) that costs one optimization per member. Amortization (the idea behind the
+inference networks of Section 4 of Rezende & Mohamed, 2015, and of VAEs) trains instead a
+single network
+
+    g_phi : features(c) -> (mu, log_sigma, w_1..K, u_1..K, b_1..K)
+
+that outputs every parameter of a planar flow q_phi(z | c): a diagonal Gaussian base
+N(mu, diag(sigma^2)) followed by K planar layers (Eq. 10; u made invertible by App. A.1).
+It is trained by the free energy of Eq. (15) averaged over random conditions,
+
+    F(phi) = E_{c ~ p(c)} E_{z ~ q_phi(.|c)} [log q_phi(z | c) + U(z; c)],
+
+and afterwards one forward pass of g_phi replaces a whole optimization. The price is the
+*amortization gap*: KL(q_phi(.|c) || p(.|c)) can only be larger than the KL of the best flow
+of the same family fitted to that c alone.
+
+The angle enters as (cos theta, sin theta) (``angle_features``): theta = -pi and theta = pi
+are the same target, and these features make the network's input (and hence its output) the
+same there, whereas a network fed the raw angle sees the two ends of [-pi, pi] as far apart.
+
+Shapes: a batch of B conditions is ``condition`` (B, C); samples come as (B, n, D) with log q
+of shape (B, n); per-example flow parameters have shape (B, K, D) / (B, K), exactly what
+``flows.planar_flow`` accepts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .flows import (
+    NormalizingFlow,
+    PlanarFlow,
+    _constrain_u,
+    _planar_inverse,
+    planar_flow,
+    planar_param_count,
+    split_planar_params,
+)
+from .potentials import rotated_U1
+from .training import check_finite_loss
+
+__all__ = [
+    "angle_features",
+    "angle_radius_features",
+    "raw_angle_features",
+    "FEATURES",
+    "ring_energy",
+    "FlowParams",
+    "AmortizedPlanarFlow",
+    "lr_schedule",
+    "AmortizedHistory",
+    "fit_amortized",
+    "monte_carlo_kl",
+    "kl_per_condition",
+]
+
+Energy = Callable[[Tensor, Tensor], Tensor]
+
+
+# --------------------------------------------------------------------------- conditions
+
+
+def _as_condition(condition: Tensor, condition_dim: int) -> Tensor:
+    """(B,) or (B, C) -> (B, C); a clear ValueError otherwise."""
+    if not isinstance(condition, Tensor):
+        raise TypeError(f"condition must be a torch.Tensor, got {type(condition).__name__}")
+    if condition.dim() == 1 and condition_dim == 1:
+        condition = condition.unsqueeze(-1)
+    if condition.dim() != 2 or condition.shape[-1] != condition_dim:
+        raise ValueError(
+            f"condition must have shape (B, {condition_dim})"
+            + (" or (B,)" if condition_dim == 1 else "")
+            + f"; received shape {tuple(condition.shape)}"
+        )
+    if not bool(torch.isfinite(condition).all()):
+        raise ValueError(f"condition contains NaN or infinite values (shape {tuple(condition.shape)})")
+    return condition
+
+
+def angle_features(condition: Tensor) -> Tensor:
+    """(theta) -> (cos theta, sin theta): a periodic encoding of the angle.
+
+    theta and theta + 2 pi give the same features, so the amortizer's output is continuous
+    across theta = ±pi, like the family of targets itself.
+
+    Args:
+        condition: angles in radians, shape (B, 1) (or (B,)).
+
+    Returns:
+        features, shape (B, 2).
+    """
+    theta = _as_condition(condition, 1)[:, 0]
+    return torch.stack([torch.cos(theta), torch.sin(theta)], dim=-1)
+
+
+def angle_radius_features(condition: Tensor) -> Tensor:
+    """(theta, r) -> (cos theta, sin theta, r - 2): angle and ring radius.
+
+    Args:
+        condition: shape (B, 2), columns (angle in radians, radius).
+
+    Returns:
+        features, shape (B, 3); the radius is centred on U1's radius 2.
+    """
+    condition = _as_condition(condition, 2)
+    theta, radius = condition[:, 0], condition[:, 1]
+    return torch.stack([torch.cos(theta), torch.sin(theta), radius - 2.0], dim=-1)
+
+
+def raw_angle_features(condition: Tensor) -> Tensor:
+    """(theta) -> theta / pi: the naive encoding (for comparison only).
+
+    theta = -pi and theta = pi, one and the same target, map to -1 and +1: the network must
+    learn a map that jumps back at the seam, which a smooth network cannot do exactly.
+
+    Args:
+        condition: shape (B, 1) (or (B,)).
+
+    Returns:
+        features, shape (B, 1).
+    """
+    return _as_condition(condition, 1) / math.pi
+
+
+#: feature maps by name: name -> (function, condition_dim C, number of features F)
+FEATURES: dict[str, tuple[Callable[[Tensor], Tensor], int, int]] = {
+    "angle": (angle_features, 1, 2),
+    "angle_radius": (angle_radius_features, 2, 3),
+    "raw_angle": (raw_angle_features, 1, 1),
+}
+
+
+def ring_energy(z: Tensor, condition: Tensor) -> Tensor:
+    """U(z; c) of Part 2's family: ``potentials.rotated_U1`` per condition.
+
+    U1's ring with its two lobes along the angle theta; with a second column, the ring's
+    radius r (default 2, U1 itself):
+
+        U(z; theta, r) = 0.5 ((||z|| - r) / 0.4)^2
+                         - log(exp(-0.5 ((a - r) / 0.6)^2) + exp(-0.5 ((a + r) / 0.6)^2)),
+        a = z1 cos theta + z2 sin theta.
+
+    Args:
+        z: samples, shape (B, n, 2), one row of n samples per condition.
+        condition: shape (B, 1) (theta) or (B, 2) (theta, r).
+
+    Returns:
+        U, shape (B, n).
+    """
+    if z.dim() != 3 or z.shape[-1] != 2:
+        raise ValueError(f"z must have shape (B, n, 2); received shape {tuple(z.shape)}")
+    if condition.dim() != 2 or condition.shape[0] != z.shape[0] or condition.shape[1] not in (1, 2):
+        raise ValueError(
+            f"condition must have shape ({z.shape[0]}, 1) or ({z.shape[0]}, 2) to match z of "
+            f"shape {tuple(z.shape)}; received shape {tuple(condition.shape)}"
+        )
+    angle = condition[:, 0:1]
+    radius = condition[:, 1:2] if condition.shape[1] == 2 else 2.0
+    return rotated_U1(z, angle, radius=radius)
+
+
+# --------------------------------------------------------------------------- the amortizer
+
+
+class FlowParams(NamedTuple):
+    """All parameters of one planar flow per condition: base ``mu`` and ``log_sigma`` (B, D);
+    ``w``, ``u`` (B, K, D) (u unconstrained; App. A.1 is applied in the flow); ``b`` (B, K)."""
+
+    mu: Tensor
+    log_sigma: Tensor
+    w: Tensor
+    u: Tensor
+    b: Tensor
+
+
+class AmortizedPlanarFlow(nn.Module):
+    """q_phi(z | c): an MLP maps features(c) to a Gaussian base and K planar layers.
+
+    The network: features (F) -> [Linear, tanh] x ``num_hidden_layers`` (width ``hidden``) ->
+    Linear to 2D + K(2D + 1) numbers, split into (mu, log_sigma) and ``split_planar_params``'
+    (w, u, b). Its output layer starts with small weights and a bias equal to the
+    initialization of ``flows.PlanarFlow`` (mu = 0, sigma = 1, w ~ N(0, 1/D), u ~ 0.01 N(0, 1),
+    b = 0), so training starts from a near-identity flow for every condition.
+
+    Args:
+        dim: D (2 for the targets of Part 2).
+        num_layers: K planar layers.
+        features: a key of ``FEATURES`` ("angle", "angle_radius" or "raw_angle").
+        hidden: width of the hidden layers. num_hidden_layers: how many (>= 1).
+        out_init_scale: multiplies the default init of the output layer's weights.
+    """
+
+    def __init__(self, dim: int = 2, num_layers: int = 16, features: str = "angle",
+                 hidden: int = 64, num_hidden_layers: int = 2, out_init_scale: float = 0.1):
+        super().__init__()
+        if features not in FEATURES:
+            raise ValueError(f"features must be one of {sorted(FEATURES)}, got {features!r}")
+        if dim < 1 or num_layers < 0 or hidden < 1 or num_hidden_layers < 1:
+            raise ValueError(
+                "need dim >= 1, num_layers >= 0, hidden >= 1, num_hidden_layers >= 1; got "
+                f"{dim}, {num_layers}, {hidden}, {num_hidden_layers}"
+            )
+        self.dim = dim
+        self.num_layers = num_layers
+        self.features = features
+        self.featurize, self.condition_dim, num_features = FEATURES[features]
+        self.config = dict(dim=dim, num_layers=num_layers, features=features, hidden=hidden,
+                           num_hidden_layers=num_hidden_layers, out_init_scale=out_init_scale)
+        layers: list[nn.Module] = []
+        width_in = num_features
+        for _ in range(num_hidden_layers):
+            layers += [nn.Linear(width_in, hidden), nn.Tanh()]
+            width_in = hidden
+        self.body = nn.Sequential(*layers)
+        self.num_outputs = 2 * dim + planar_param_count(dim, num_layers)
+        self.head = nn.Linear(hidden, self.num_outputs)
+        with torch.no_grad():
+            self.head.weight.mul_(out_init_scale)
+            init = PlanarFlow(dim, num_layers)  # the per-target flow's initialization
+            bias = torch.cat([torch.zeros(2 * dim), init.w.reshape(-1), init.u.reshape(-1), init.b])
+            self.head.bias.copy_(bias)
+
+    def flow_params(self, condition: Tensor) -> FlowParams:
+        """g_phi(c): every parameter of the flow for each condition.
+
+        Args:
+            condition: shape (B, C) (or (B,) when C = 1).
+
+        Returns:
+            ``FlowParams`` with mu, log_sigma (B, D); w, u (B, K, D); b (B, K).
+        """
+        condition = _as_condition(condition, self.condition_dim)
+        out = self.head(self.body(self.featurize(condition)))
+        mu, log_sigma, flat = torch.split(out, [self.dim, self.dim, out.shape[-1] - 2 * self.dim], -1)
+        w, u, b = split_planar_params(flat, self.dim, self.num_layers)
+        return FlowParams(mu, log_sigma, w, u, b)
+
+    def rsample(self, condition: Tensor, num_samples: int,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Draw n samples from q_phi(. | c) for each of B conditions, reparameterized.
+
+        z_0 = mu + sigma * eps, z_K = f_K o ... o f_1(z_0) with the condition's own layers,
+        log q(z_K | c) = log N(z_0; mu, sigma^2) - sum_k log|det df_k/dz_{k-1}|  (Eq. 13).
+
+        Args:
+            condition: (B, C) (or (B,) when C = 1).
+            num_samples: n samples per condition.
+            generator: random numbers of eps.
+
+        Returns:
+            (z_K (B, n, D), log_q (B, n)), differentiable in the network's parameters.
+        """
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        params = self.flow_params(condition)
+        batch = params.mu.shape[0]
+        eps = torch.randn(batch, num_samples, self.dim, generator=generator,
+                          device=params.mu.device, dtype=params.mu.dtype)
+        sigma = torch.exp(params.log_sigma).unsqueeze(1)
+        z_0 = params.mu.unsqueeze(1) + sigma * eps
+        log_q0 = (-0.5 * (eps * eps).sum(-1) - params.log_sigma.sum(-1, keepdim=True)
+                  - 0.5 * self.dim * math.log(2 * math.pi))
+        if self.num_layers == 0:
+            return z_0, log_q0
+        z_k, sum_log_det = planar_flow(z_0, params.w.unsqueeze(1), params.u.unsqueeze(1),
+                                       params.b.unsqueeze(1))
+        return z_k, log_q0 - sum_log_det
+
+    def log_prob(self, z_k: Tensor, condition: Tensor) -> Tensor:
+        """Exact log q_phi(z_K | c) at arbitrary points, by inverting the flow layer by layer
+        (``flows.planar_inverse``: w^T u_hat > -1 makes each layer a monotone scalar equation
+        along w), then log q = log N(z_0; mu, sigma^2) - sum_k log|det_k|  (Eq. 13).
+
+        Args:
+            z_k: points, shape (B, m, D): m points for each of B conditions.
+            condition: (B, C).
+
+        Returns:
+            log q, shape (B, m).
+        """
+        if z_k.dim() != 3 or z_k.shape[-1] != self.dim:
+            raise ValueError(f"z_k must have shape (B, m, {self.dim}); received {tuple(z_k.shape)}")
+        params = self.flow_params(condition)
+        if params.mu.shape[0] != z_k.shape[0]:
+            raise ValueError(
+                f"z_k has {z_k.shape[0]} rows but condition has {params.mu.shape[0]}; expected "
+                "one row of points per condition"
+            )
+        w = params.w.unsqueeze(1)  # (B, 1, K, D), broadcast over the m points
+        u_hat = _constrain_u(w, params.u.unsqueeze(1))
+        b = params.b.unsqueeze(1)
+        w_dot_u = (w * u_hat).sum(-1)  # (B, 1, K)
+        z = z_k
+        sum_log_det = z.new_zeros(z.shape[:-1])
+        for k in reversed(range(self.num_layers)):
+            z = _planar_inverse(z, w[..., k, :], u_hat[..., k, :], b[..., k], w_dot_u[..., k],
+                                None, 100)
+            h = torch.tanh((z * w[..., k, :]).sum(-1) + b[..., k])
+            sum_log_det = sum_log_det + torch.log1p((1.0 - h * h) * w_dot_u[..., k])
+        eps = (z - params.mu.unsqueeze(1)) * torch.exp(-params.log_sigma).unsqueeze(1)
+        log_q0 = (-0.5 * (eps * eps).sum(-1) - params.log_sigma.sum(-1, keepdim=True)
+                  - 0.5 * self.dim * math.log(2 * math.pi))
+        return log_q0 - sum_log_det
+
+    def to_flow(self, condition: Tensor) -> NormalizingFlow:
+        """The flow for one condition as a stand-alone ``flows.NormalizingFlow`` (a copy of
+        g_phi(c), detached): handy to compare with, or to fine-tune from, a per-target flow.
+
+        Args:
+            condition: shape (C,) or (1, C) (or a 0-d angle when C = 1).
+        """
+        condition = torch.as_tensor(condition, dtype=self.head.weight.dtype,
+                                    device=self.head.weight.device).reshape(1, -1)
+        with torch.no_grad():
+            params = self.flow_params(condition)
+        flow = NormalizingFlow(self.dim, PlanarFlow(self.dim, self.num_layers)
+                               if self.num_layers > 0 else None)
+        flow = flow.to(device=params.mu.device, dtype=params.mu.dtype)
+        with torch.no_grad():
+            flow.mu.copy_(params.mu[0])
+            flow.log_sigma.copy_(params.log_sigma[0])
+            if self.num_layers > 0:
+                flow.flow.w.copy_(params.w[0])
+                flow.flow.u.copy_(params.u[0])
+                flow.flow.b.copy_(params.b[0])
+        return flow
+
+
+# --------------------------------------------------------------------------- training
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, num_steps: int, kind: str = "cosine",
+                warmup_fraction: float = 0.05, final_fraction: float = 0.01
+                ) -> torch.optim.lr_scheduler.LRScheduler:
+    """A learning-rate schedule, stepped once per optimizer step.
+
+    * ``"cosine"``: linear warm-up from 0 over ``warmup_fraction`` of the steps, then a
+      cosine decay lr_t = lr [f + (1 - f)(1 + cos(pi s)) / 2], s in [0, 1] the fraction of the
+      decay done and f = ``final_fraction``.
+    * ``"onecycle"``: ``torch.optim.lr_scheduler.OneCycleLR`` (peak at the optimizer's lr).
+    * ``"constant"``: lr throughout (what ``training.fit_flow`` does).
+
+    Warm-up keeps the first steps, whose gradients are the largest, small; the decay lets
+    the parameters settle instead of rattling around at a fixed step size.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if kind == "onecycle":
+        max_lr = [group["lr"] for group in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=num_steps)
+    if kind == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    if kind != "cosine":
+        raise ValueError(f"kind must be 'cosine', 'onecycle' or 'constant', got {kind!r}")
+    warmup = max(1, int(round(warmup_fraction * num_steps)))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        done = min(1.0, (step - warmup) / max(1, num_steps - warmup))
+        return final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * done))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclass
+class AmortizedHistory:
+    """What ``fit_amortized`` records every ``log_every`` steps: the free energy F averaged
+    over the step's conditions and samples (Eq. 15), KL = F + log Z when log Z is given, the
+    learning rate; plus wall time and the step training resumed from (0 for a fresh run)."""
+
+    steps: list[int] = field(default_factory=list)
+    free_energy: list[float] = field(default_factory=list)
+    kl: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    resumed_from: int = 0
+
+
+def _save_atomic(obj: dict, path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.partial"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def fit_amortized(
+    model: AmortizedPlanarFlow,
+    energy: Energy,
+    sample_conditions: Callable[[int, torch.Generator | None], Tensor],
+    num_steps: int = 10_000,
+    conditions_per_step: int = 32,
+    samples_per_condition: int = 64,
+    lr: float = 3e-3,
+    schedule: str = "cosine",
+    log_Z: float | Callable[[Tensor], Tensor] | None = None,
+    clip_grad_norm: float | None = 100.0,
+    log_every: int = 100,
+    progress: bool = False,
+    generator: torch.Generator | None = None,
+    checkpoint_path: str | None = None,
+    checkpoint_every: int = 1000,
+) -> AmortizedHistory:
+    """Train an amortizer by the free energy averaged over random conditions (Eq. 15):
+
+        F(phi) = (1 / B n) sum_b sum_i [log q_phi(z_bi | c_b) + U(z_bi; c_b)],
+        c_b ~ p(c), z_bi ~ q_phi(. | c_b),
+
+    with Adam and a learning-rate schedule (``lr_schedule``). For each c, E_q[log q + U] =
+    KL(q(.|c) || p(.|c)) - log Z(c), so F + E_c[log Z(c)] is the mean KL in nats.
+
+    Args:
+        model: the ``AmortizedPlanarFlow`` (trained in place).
+        energy: U(z; c), (B, n, D) and (B, C) -> (B, n) (e.g. ``ring_energy``).
+        sample_conditions: (B, generator) -> fresh conditions (B, C) each step.
+        num_steps: optimizer steps. conditions_per_step: B. samples_per_condition: n.
+        lr: peak learning rate. schedule: "cosine", "onecycle" or "constant".
+        log_Z: log Z, a float or a function of the conditions (B, C) -> (B,); when given,
+            the history holds KL in nats.
+        clip_grad_norm: clip the gradient's norm (None: no clipping).
+        log_every: record every this many steps (and the last step).
+        progress: show a tqdm bar.
+        generator: random numbers of conditions and samples (reproducible runs).
+        checkpoint_path: when given, model, optimizer, schedule, generator state and history
+            are written there (atomically: temp file + ``os.replace``) every
+            ``checkpoint_every`` steps and at the end; a run that finds an unfinished
+            checkpoint with the same configuration resumes from it.
+
+    Returns:
+        ``AmortizedHistory``.
+
+    Raises:
+        NonFiniteLossError: if a loss is NaN or infinite (training stops; see
+            ``training.check_finite_loss``).
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = lr_schedule(optimizer, num_steps, schedule)
+    history = AmortizedHistory()
+    run_config = dict(model=model.config, num_steps=num_steps, conditions_per_step=conditions_per_step,
+                      samples_per_condition=samples_per_condition, lr=lr, schedule=schedule)
+    start_step = 0
+    if checkpoint_path is not None and os.path.exists(checkpoint_path):
+        state = torch.load(checkpoint_path, weights_only=True)
+        if state.get("run_config") == _plain(run_config):
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if generator is not None and state.get("generator") is not None:
+                generator.set_state(state["generator"])
+            history = AmortizedHistory(**state["history"])
+            start_step = int(state["step"])
+            history.resumed_from = start_step
+    steps = range(start_step, num_steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc="amortized fit", leave=False, initial=start_step, total=num_steps)
+    start = time.perf_counter() - history.seconds
+    for step in steps:
+        condition = sample_conditions(conditions_per_step, generator)
+        z_k, log_q = model.rsample(condition, samples_per_condition, generator=generator)
+        loss = (log_q + energy(z_k, condition)).mean()
+        check_finite_loss(loss, step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        current_lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        last = step == num_steps - 1
+        if step % log_every == 0 or last:
+            value = float(loss.detach())
+            history.steps.append(step)
+            history.free_energy.append(value)
+            history.lr.append(current_lr)
+            if log_Z is not None:
+                mean_log_Z = (float(log_Z) if isinstance(log_Z, (int, float))
+                              else float(log_Z(condition).mean()))
+                history.kl.append(value + mean_log_Z)
+        if checkpoint_path is not None and ((step + 1) % checkpoint_every == 0 or last):
+            history.seconds = time.perf_counter() - start
+            _save_atomic(
+                {
+                    "run_config": _plain(run_config),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "generator": None if generator is None else generator.get_state(),
+                    "history": asdict(history),
+                    "step": step + 1,
+                },
+                checkpoint_path,
+            )
+    history.seconds = time.perf_counter() - start
+    return history
+
+
+def _plain(config: dict) -> dict:
+    """A config as plain Python values (what a weights_only checkpoint stores)."""
+    return {k: (_plain(v) if isinstance(v, dict) else v) for k, v in config.items()}
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def monte_carlo_kl(log_q: Tensor, energies: Tensor, log_Z: Tensor | float) -> tuple[Tensor, Tensor]:
+    """KL(q || p) = E_q[log q + U] + log Z in nats (Eq. 15 + quadrature), with its standard
+    error, over the last axis.
+
+    Args:
+        log_q, energies: shape (..., n), for samples z ~ q.
+        log_Z: log Z, a float or shape (...).
+
+    Returns:
+        (kl, standard_error), each of shape (...): the sample mean of log q + U + log Z and
+        its standard deviation / sqrt(n).
+    """
+    if log_q.shape != energies.shape:
+        raise ValueError(
+            f"log_q and energies must have the same shape (..., n); received "
+            f"{tuple(log_q.shape)} and {tuple(energies.shape)}"
+        )
+    terms = log_q + energies
+    num = terms.shape[-1]
+    return terms.mean(-1) + log_Z, terms.std(-1) / math.sqrt(num)
+
+
+def kl_per_condition(model: AmortizedPlanarFlow, energy: Energy, condition: Tensor,
+                     log_Z: Tensor | float, num_samples: int = 20_000,
+                     generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """KL(q_phi(.|c) || p(.|c)) in nats for each condition, by Monte Carlo.
+
+    Args:
+        model: the amortizer. energy: U(z; c). condition: (B, C).
+        log_Z: log Z(c), a float or shape (B,).
+        num_samples: samples per condition.
+
+    Returns:
+        (kl, standard_error), each of shape (B,).
+    """
+    with torch.no_grad():
+        condition = _as_condition(condition, model.condition_dim)
+        z_k, log_q = model.rsample(condition, num_samples, generator=generator)
+        return monte_carlo_kl(log_q, energy(z_k, condition), log_Z)
