@@ -474,7 +474,7 @@ def fit_amortized(
         condition = sample_conditions(conditions_per_step, generator)
         z_k, log_q = model.rsample(condition, samples_per_condition, generator=generator)
         loss = (log_q + energy(z_k, condition)).mean()
-        check_finite_loss(loss, step)
+        check_finite_loss(loss.detach(), step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip_grad_norm is not None:

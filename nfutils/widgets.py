@@ -10,6 +10,7 @@ a kernel.
 Sections:
 
 * Part 1 (2-D flows): ``planar_layer_explorer``, ``layer_slider``.
+* Part 2 (amortized flows): ``theta_slider``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from matplotlib.figure import Figure
 
 from . import plotting
 
-__all__ = ["planar_layer_explorer", "layer_slider"]
+__all__ = ["planar_layer_explorer", "layer_slider", "theta_slider"]
 
 
 def _show(fig: Figure) -> Figure:
@@ -105,3 +106,51 @@ def layer_slider(layers: Mapping[str, Sequence], color_values: Mapping[str, np.n
         k=widgets.IntSlider(value=max_k, min=0, max=max_k, step=1, description="layer k",
                             continuous_update=False),
     )
+
+
+# --------------------------------------------------------------------------- Part 2: amortized flows
+
+
+def theta_slider(model, energy, radius: float | None = None, num_samples: int = 50_000,
+                 extent=4.0, bins: int = 100, seed: int = 0) -> widgets.interactive:
+    """A slider over the angle θ (and, for an amortizer conditioned on (θ, r), one over the
+    ring's radius r) around ``plotting.conditional_pair_figure``: the target p(z | θ) next to
+    the empirical density of q(z | θ), which one forward pass of the amortizer gives for any θ.
+
+    Args:
+        model: an ``amortized.AmortizedPlanarFlow`` (condition (θ) or (θ, r)).
+        energy: U(z; c) (``amortized.ring_energy``).
+        radius: the radius slider's starting value; needed when the model takes (θ, r).
+        num_samples: draws of q per redraw. extent, bins: the grid of both images.
+        seed: the draws use a generator seeded with this at each redraw (same θ, same image).
+
+    Returns:
+        an ``ipywidgets.interactive`` with control ``theta`` (FloatSlider, radians, -π ... π)
+        and, when the model takes (θ, r), ``radius`` (FloatSlider, 1.0 ... 3.5).
+    """
+    import math
+
+    import torch
+
+    condition_dim = getattr(model, "condition_dim", 1)
+    if condition_dim not in (1, 2):
+        raise ValueError(f"theta_slider needs a model conditioned on (θ) or (θ, r); got C = {condition_dim}")
+    if condition_dim == 2 and radius is None:
+        raise ValueError("the model takes (θ, r): pass radius= (the radius slider's start value)")
+
+    def draw(theta: float, radius: float | None = None) -> Figure:
+        condition = [theta] if radius is None else [theta, radius]
+        target, q_density = plotting.conditional_densities(
+            model, energy, condition, num_samples, extent, bins,
+            generator=torch.Generator().manual_seed(seed))
+        label = f"θ = {math.degrees(theta):.0f}°" + ("" if radius is None else f", r = {radius:.2f}")
+        return _show(plotting.conditional_pair_figure(target, q_density, extent, suptitle=label))
+
+    theta_control = widgets.FloatSlider(value=0.0, min=-math.pi, max=math.pi, step=math.pi / 36,
+                                        description="θ (rad)", continuous_update=False,
+                                        readout_format=".2f")
+    if condition_dim == 1:
+        return widgets.interactive(draw, theta=theta_control, radius=widgets.fixed(None))
+    radius_control = widgets.FloatSlider(value=float(radius), min=1.0, max=3.5, step=0.05,
+                                         description="radius r", continuous_update=False)
+    return widgets.interactive(draw, theta=theta_control, radius=radius_control)
