@@ -1,0 +1,228 @@
+"""nfutils.vae: shapes and gradients of the bound (Eq. 20), log q_K against an autograd Jacobian,
+and the importance-sampled log p(x) against the closed form of a linear-Gaussian model."""
+
+import math
+
+import pytest
+import torch
+from torch.autograd.functional import jacobian
+from torch.distributions import MultivariateNormal
+
+from nfutils import vae
+from nfutils.flows import constrain_u, planar_transform
+from nfutils.vae import VAE, bound, build_vae, log_likelihood
+
+DATA_DIM = 20
+
+
+def tiny_vae(flow_length=3, latent_dim=2, activation="elu", dtype=torch.float32):
+    torch.manual_seed(0)
+    return VAE(latent_dim=latent_dim, flow_length=flow_length, hidden=16,
+               activation=activation, data_dim=DATA_DIM).to(dtype)
+
+
+def binary_batch(batch=5, dtype=torch.float32):
+    return torch.bernoulli(torch.full((batch, DATA_DIM), 0.3, dtype=dtype))
+
+
+# ---------------------------------------------------------------- shapes, gradients, checks
+
+
+@pytest.mark.parametrize("flow_length", [0, 3])
+@pytest.mark.parametrize("activation", vae.ACTIVATIONS)
+def test_shapes_and_gradients_of_the_bound(flow_length, activation):
+    model = tiny_vae(flow_length, latent_dim=3, activation=activation)
+    x = binary_batch(5)
+    mu, log_sigma, flow_params = model.encode(x)
+    assert mu.shape == log_sigma.shape == (5, 3)
+    if flow_length:
+        w, u, b = flow_params
+        assert w.shape == u.shape == (5, flow_length, 3) and b.shape == (5, flow_length)
+    else:
+        assert flow_params is None
+    z_k, log_q = model.posterior_sample(x, num_samples=4)
+    assert z_k.shape == (4, 5, 3) and log_q.shape == (4, 5)
+    assert model.decode(z_k).shape == (4, 5, DATA_DIM)
+    terms = bound(model, x, num_samples=4, beta=0.3)
+    for value in (terms.elbo, terms.reconstruction, terms.kl):
+        assert value.shape == (5,)
+    assert terms.loss.shape == ()
+    terms.loss.backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().sum() > 0, f"no gradient reaches {name}"
+
+
+def test_bound_parts_and_annealed_loss_match_their_definitions():
+    model = tiny_vae(2, dtype=torch.float64)
+    x = binary_batch(6, torch.float64)
+    beta = 0.25
+    terms = bound(model, x, 7, beta, generator=torch.Generator().manual_seed(3))
+    log_px_z, log_pz, log_q = model.log_weights(x, 7, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(terms.reconstruction, log_px_z.mean(0))
+    torch.testing.assert_close(terms.kl, (log_q - log_pz).mean(0))
+    torch.testing.assert_close(terms.elbo, (log_px_z + log_pz - log_q).mean(0))
+    torch.testing.assert_close(terms.loss, (log_q - beta * (log_px_z + log_pz)).mean())
+    at_one = bound(model, x, 7, 1.0, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(at_one.loss, -at_one.elbo.mean())
+
+
+def test_bernoulli_log_likelihood_against_direct_formula():
+    model = tiny_vae(0, dtype=torch.float64)
+    x = binary_batch(3, torch.float64)
+    z = torch.randn(2, 3, 2, dtype=torch.float64)
+    probs = torch.sigmoid(model.decode(z))
+    expected = (x * probs.log() + (1 - x) * (1 - probs).log()).sum(-1)
+    torch.testing.assert_close(model.log_prob_x_given_z(x, z), expected)
+
+
+@pytest.mark.parametrize("num_samples", [3, 4])  # S != K and S == K (broadcasting traps)
+def test_log_q_matches_change_of_variables_with_autograd_jacobian(num_samples):
+    """log q_K(z_K|x) = log N(z_0; mu, sigma^2) - log|det dz_K/dz_0| (Eq. 13), the Jacobian of
+    the whole K-layer map taken by autograd on a per-layer implementation."""
+    model = tiny_vae(4, latent_dim=3, dtype=torch.float64)
+    x = binary_batch(2, torch.float64)
+    params = model.encode(x)
+    mu, log_sigma, (w, u, b) = params
+    generator = torch.Generator().manual_seed(0)
+    z_k, log_q = model.posterior_sample(x, num_samples, generator, params=params)
+    assert log_q.requires_grad  # the training path of planar_flow
+    eps = torch.randn(num_samples, 2, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    z_0 = mu + log_sigma.exp() * eps
+    for i in range(2):
+        u_hat = constrain_u(w[i], u[i])
+
+        def layers(z, i=i, u_hat=u_hat):
+            for k in range(4):
+                z = planar_transform(z, w[i, k], u_hat[k], b[i, k])[0]
+            return z
+
+        for s in range(num_samples):
+            torch.testing.assert_close(z_k[s, i], layers(z_0[s, i]))
+            log_det = torch.linalg.slogdet(jacobian(layers, z_0[s, i])).logabsdet
+            base = MultivariateNormal(mu[i], torch.diag(torch.exp(2 * log_sigma[i])))
+            expected = base.log_prob(z_0[s, i]) - log_det
+            assert abs(float(log_q[s, i].detach() - expected.detach())) < 1e-9
+
+
+def test_bad_input_shape_names_expected_and_received():
+    model = tiny_vae(0)
+    with pytest.raises(ValueError, match=r"\(B, 20\).*\(5, 19\)"):
+        model.encode(torch.zeros(5, 19))
+    with pytest.raises(ValueError, match="activation"):
+        VAE(activation="swish-ish")
+
+
+def test_build_vae_round_trips_config():
+    model = VAE(latent_dim=40, flow_length=10, hidden=8)
+    rebuilt = build_vae(model.config)
+    assert rebuilt.config == model.config
+    assert [p.shape for p in rebuilt.parameters()] == [p.shape for p in model.parameters()]
+    with pytest.raises(ValueError, match="unknown VAE config keys"):
+        build_vae({**model.config, "width": 3})
+
+
+def test_maxout_is_the_max_over_its_window():
+    layer = vae.Maxout(5, 3, window=4)
+    x = torch.randn(7, 5)
+    pieces = x @ layer.linear.weight.T + layer.linear.bias
+    expected = pieces.view(7, 3, 4).max(-1).values
+    torch.testing.assert_close(layer(x), expected)
+
+
+# ---------------------------------------------------------------- importance sampling
+
+
+class LinearGaussianVAE(VAE):
+    """p(z) = N(0, I), p(x|z) = N(W z + c, s^2 I): log p(x) = log N(x; c, W W^T + s^2 I) exactly,
+    and the posterior is N(m(x), Sigma) with Sigma = (I + W^T W / s^2)^-1,
+    m(x) = Sigma W^T (x - c) / s^2 (diagonal here: W has orthogonal columns).
+
+    ``shift`` moves q's mean by shift * posterior std and ``inflate`` scales its std: q is then
+    not the posterior. With ``flow_length`` > 0, fixed random per-example planar layers follow.
+    """
+
+    def __init__(self, W, c, noise_std, shift=0.0, inflate=1.0, flow_length=0, flow_scale=0.05):
+        super().__init__(latent_dim=W.shape[1], flow_length=flow_length, hidden=2,
+                         data_dim=W.shape[0])
+        self.W, self.c, self.noise_std = W, c, noise_std
+        precision = torch.eye(W.shape[1], dtype=W.dtype) + W.T @ W / noise_std**2
+        self.post_cov = torch.linalg.inv(precision)
+        self.shift, self.inflate, self.flow_scale = shift, inflate, flow_scale
+        self.dummy = torch.nn.Parameter(torch.zeros(1, dtype=W.dtype))  # a device/dtype anchor
+
+    def encode(self, x):
+        post_std = torch.sqrt(torch.diagonal(self.post_cov))
+        mean = (x - self.c) @ self.W @ self.post_cov.T / self.noise_std**2
+        mu = mean + self.shift * post_std
+        log_sigma = torch.log(self.inflate * post_std).expand_as(mu)
+        if self.flow_length == 0:
+            return mu, log_sigma, None
+        generator = torch.Generator().manual_seed(11)
+        shape = (x.shape[0], self.flow_length, self.latent_dim)
+        # |u| of the order of the smaller posterior std (0.12): a visible warp of q
+        w = 3.0 * torch.randn(shape, generator=generator, dtype=x.dtype)
+        u = self.flow_scale * torch.randn(shape, generator=generator, dtype=x.dtype)
+        b = torch.randn(shape[:2], generator=generator, dtype=x.dtype)
+        return mu, log_sigma, (w, u, b)
+
+    def log_prob_x_given_z(self, x, z):
+        mean = z @ self.W.T + self.c
+        residual = (x - mean) / self.noise_std
+        return (-0.5 * (residual**2).sum(-1) - x.shape[-1] * math.log(self.noise_std)
+                - 0.5 * x.shape[-1] * math.log(2 * math.pi))
+
+    def exact_log_px(self, x):
+        cov = self.W @ self.W.T + self.noise_std**2 * torch.eye(self.W.shape[0], dtype=x.dtype)
+        return MultivariateNormal(self.c, cov).log_prob(x)
+
+
+def linear_gaussian_problem(**kwargs):
+    generator = torch.Generator().manual_seed(5)
+    q, _ = torch.linalg.qr(torch.randn(6, 2, generator=generator, dtype=torch.float64))
+    W = q * torch.tensor([2.0, 0.7], dtype=torch.float64)  # orthogonal columns, norms 2 and 0.7
+    c = torch.randn(6, generator=generator, dtype=torch.float64)
+    model = LinearGaussianVAE(W, c, noise_std=0.5, **kwargs)
+    z = torch.randn(4, 2, generator=generator, dtype=torch.float64)
+    x = z @ W.T + c + 0.5 * torch.randn(4, 6, generator=generator, dtype=torch.float64)
+    return model, x
+
+
+def test_is_estimate_is_exact_when_q_is_the_posterior():
+    model, x = linear_gaussian_problem()
+    log_px, elbo = log_likelihood(model, x, num_samples=50, batch=3,
+                                  generator=torch.Generator().manual_seed(0), return_elbo=True)
+    exact = model.exact_log_px(x)
+    # every importance weight equals p(x): zero variance, so the estimate is exact
+    assert torch.allclose(log_px, exact, atol=1e-9)
+    assert torch.allclose(elbo, exact, atol=1e-9)
+
+
+@pytest.mark.parametrize("flow_length", [0, 4])
+def test_is_estimate_matches_closed_form_with_an_imperfect_q(flow_length):
+    model, x = linear_gaussian_problem(shift=0.5, inflate=1.3, flow_length=flow_length)
+    exact = model.exact_log_px(x)
+    log_px, elbo = log_likelihood(model, x, num_samples=5000, batch=2, chunk=700,
+                                  generator=torch.Generator().manual_seed(1), return_elbo=True)
+    assert (log_px - exact).abs().max() < 0.1
+    gap = exact - elbo  # = KL(q || posterior) up to Monte-Carlo noise
+    assert gap.min() > 0.05, "q was made imperfect on purpose: the ELBO must sit below log p(x)"
+    assert (log_px - elbo).min() > 0  # IS >= ELBO (Jensen, on the same samples)
+
+
+def test_is_estimate_with_one_sample_averages_to_the_elbo():
+    model, x = linear_gaussian_problem(shift=0.8, inflate=0.7)
+    x_many = x.repeat(500, 1)
+    one_sample = log_likelihood(model, x_many, num_samples=1, batch=1000,
+                                generator=torch.Generator().manual_seed(3)).view(500, 4).mean(0)
+    elbo = bound(model, x, 20_000, generator=torch.Generator().manual_seed(4)).elbo
+    assert (one_sample - elbo).abs().max() < 0.15
+    assert (model.exact_log_px(x) - elbo).min() > 0.2
+
+
+def test_log_likelihood_chunks_do_not_change_the_estimate_beyond_noise():
+    model, x = linear_gaussian_problem(shift=0.3, inflate=1.2, flow_length=2)
+    a = log_likelihood(model, x, 3000, chunk=3000, generator=torch.Generator().manual_seed(0))
+    b = log_likelihood(model, x, 3000, chunk=13, generator=torch.Generator().manual_seed(0))
+    assert a.shape == b.shape == (4,) and a.dtype == torch.float64
+    assert (a - b).abs().max() < 0.05
