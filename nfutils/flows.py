@@ -18,9 +18,14 @@ of K layers stores them stacked along a layer axis: ``w`` of shape ``(K, D)`` wh
 all samples, or ``(B, K, D)`` when a network emits one flow per example (amortized flows,
 Parts 2-4 of the series).
 
-The stacked forward pass (``planar_flow``) is written for speed: all ``u_hat`` at once, one
-``addmv``/``tanh``/``addr`` per layer when the parameters are shared, and every layer's
-log-det in a single ``log1p`` after the loop. See ``benchmarks/`` for the measurements.
+The stacked pass (``planar_flow``) is written for speed, because a 2-D flow step is bound by
+the overhead of each tensor operation, not by arithmetic: all ``u_hat`` at once, every layer's
+log-det in a single ``log1p`` after the loop, and, when gradients are needed, a custom
+``torch.autograd.Function`` whose forward runs three fused operations per layer and whose
+backward runs one reverse loop with the analytic derivatives (``_PlanarStackShared`` for
+parameters shared by all points, ``_PlanarStackPerExample`` for per-example parameters). The
+plain per-layer computation (``planar_transform`` + ``constrain_u``) is the reference the tests
+compare them with; ``benchmarks/flows.py`` measures them.
 """
 
 from __future__ import annotations
@@ -312,6 +317,30 @@ def planar_flow(
             f"{tuple(b.shape)}"
         )
     u_hat = _constrain_u(w, u) if constrain else u
+    if (
+        not return_layers
+        and num_layers > 0
+        and torch.is_grad_enabled()
+        and any(t.requires_grad for t in (z, w, u_hat, b))
+    ):
+        # training: one autograd node for the whole stack, analytic backward (see below)
+        log_abs = not constrain
+        if w.dim() == 2 and z.dim() == 2:
+            return _PlanarStackShared.apply(z, w, u_hat, b, log_abs)
+        if w.dim() == 2:
+            lead = z.shape[:-1]
+            z_k, sum_log_det = _PlanarStackShared.apply(z.reshape(-1, dim), w, u_hat, b, log_abs)
+            return z_k.reshape(*lead, dim), sum_log_det.reshape(lead)
+        return _PlanarStackPerExample.apply(z, w, u_hat, b, log_abs)
+    return _planar_flow_eager(z, w, u_hat, b, constrain, return_layers)
+
+
+def _planar_flow_eager(
+    z: Tensor, w: Tensor, u_hat: Tensor, b: Tensor, constrain: bool, return_layers: bool
+) -> tuple[Tensor, Tensor] | tuple[list[Tensor], Tensor]:
+    """``planar_flow`` as a plain loop of tensor operations (autograd records each one); used
+    without gradients (sampling, evaluation, figures) and kept for the benchmark."""
+    num_layers = w.shape[-2]
     w_dot_u = (w * u_hat).sum(-1)  # (..., K)
     layers = [z] if return_layers else None
     activations = []
@@ -342,6 +371,148 @@ def planar_flow(
         else:
             sum_log_det = torch.log(torch.abs(1.0 + u_dot_psi)).sum(-1)
     return (layers if return_layers else z), sum_log_det
+
+
+class _PlanarStackShared(torch.autograd.Function):
+    """K planar layers with parameters shared by all N points, as one autograd node.
+
+    Forward (Eq. 10), per layer: a_k = z_{k-1} w_k + b_k (``addmv``), h_k = tanh(a_k),
+    z_k = z_{k-1} + u_k h_k (``addr``), with the points stored as (D, N) so that both
+    operations stream along N. Then log|det_k| = log(1 + (w_k.u_k)(1 - h_k^2)) (Eq. 12) for all
+    layers at once.
+
+    Backward, with g_k = dL/dz_k, s_k = 1 - h_k^2, c_k = w_k.u_k, d_k = 1 + c_k s_k and
+    gamma = dL/d(sum_k log|det_k|):
+
+        dL/da_k    = s_k (g_k.u_k) - 2 gamma c_k h_k s_k / d_k
+        g_{k-1}    = g_k + w_k dL/da_k
+        dL/dw_k    = sum_n dL/da_k z_{k-1} + dL/dc_k u_k,   dL/dc_k = sum_n gamma s_k / d_k
+        dL/du_k    = sum_n h_k g_k + dL/dc_k w_k,           dL/db_k = sum_n dL/da_k
+
+    one reverse loop of three operations per layer (``addmv``, ``mul_``, ``addr``); the sums
+    over points are batched after the loop. Checked against autograd by ``gradcheck`` in
+    tests/test_flows_fast.py.
+
+    Inputs: z (N, D), w and u_hat (K, D), b (K,), log_abs (False: log1p, needs w.u_hat > -1;
+    True: log|1 + u.psi|, for unconstrained layers). Outputs: z_K (N, D), sum_log_det (N,).
+    """
+
+    @staticmethod
+    def forward(ctx, z, w, u_hat, b, log_abs):
+        num_layers, dim = w.shape
+        num_points = z.shape[0]
+        z_all = z.new_empty(num_layers + 1, dim, num_points)  # z_all[k] = z_k^T
+        h_all = z.new_empty(num_layers, num_points)
+        z_all[0].copy_(z.t())
+        z_rows, h_rows = z_all.unbind(0), h_all.unbind(0)
+        z_cols = z_all.transpose(1, 2).unbind(0)  # the same memory seen as (N, D)
+        w_rows, u_rows, b_rows = w.unbind(0), u_hat.unbind(0), b.unbind(0)
+        for k in range(num_layers):
+            torch.addmv(b_rows[k], z_cols[k], w_rows[k], out=h_rows[k])
+            h_rows[k].tanh_()
+            torch.addr(z_rows[k], u_rows[k], h_rows[k], out=z_rows[k + 1])
+        w_dot_u = (w * u_hat).sum(-1, keepdim=True)  # (K, 1)
+        # u.psi_k = c_k (1 - h_k^2) and its log, in one (K, N) temporary
+        log_det = h_all * h_all
+        log_det.mul_(-w_dot_u).add_(w_dot_u)
+        if log_abs:
+            log_det.add_(1.0).abs_().log_()
+        else:
+            log_det.log1p_()
+        ctx.save_for_backward(z_all, h_all, w, u_hat, w_dot_u)
+        return z_rows[num_layers].t().contiguous(), log_det.sum(0)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_z, grad_log_det):
+        z_all, h_all, w, u_hat, w_dot_u = ctx.saved_tensors
+        num_layers = w.shape[0]
+        slope = h_all * h_all
+        slope.neg_().add_(1.0)  # s_k = 1 - h_k^2, (K, N)
+        gamma_over_det = slope * w_dot_u
+        gamma_over_det.add_(1.0).reciprocal_().mul_(grad_log_det)  # gamma / d_k
+        grad_w_dot_u = torch.linalg.vecdot(gamma_over_det, slope).unsqueeze(-1)  # (K, 1)
+        # dL/da_k starts as the log-det's share, -2 gamma c_k h_k s_k / d_k (s_k: in the loop)
+        grad_a = gamma_over_det.mul_(h_all).mul_(-2.0 * w_dot_u)
+        grad_z_all = torch.empty_like(z_all)  # grad_z_all[k] = (dL/dz_k)^T
+        grad_z_all[num_layers].copy_(grad_z.t())
+        g_rows, ga_rows = grad_z_all.unbind(0), grad_a.unbind(0)
+        g_cols = grad_z_all.transpose(1, 2).unbind(0)
+        s_rows, w_rows, u_rows = slope.unbind(0), w.unbind(0), u_hat.unbind(0)
+        for k in range(num_layers - 1, -1, -1):
+            ga_rows[k].addmv_(g_cols[k + 1], u_rows[k]).mul_(s_rows[k])
+            torch.addr(g_rows[k + 1], w_rows[k], ga_rows[k], out=g_rows[k])
+        grad_w = torch.linalg.vecdot(z_all[:-1], grad_a.unsqueeze(1)) + grad_w_dot_u * u_hat
+        grad_u = torch.linalg.vecdot(grad_z_all[1:], h_all.unsqueeze(1)) + grad_w_dot_u * w
+        return g_rows[0].t(), grad_w, grad_u, grad_a.sum(1), None
+
+
+class _PlanarStackPerExample(torch.autograd.Function):
+    """K planar layers with per-example parameters, as one autograd node.
+
+    The same forward and analytic backward as ``_PlanarStackShared`` (see its docstring), with
+    broadcasting instead of matrix-vector products: per layer ``vecdot``, ``add_``, ``tanh_``,
+    ``addcmul`` forward and ``vecdot``, ``addcmul``, ``addcmul`` backward. Gradients of
+    parameters that were broadcast (e.g. (B, K, D) against points (S, B, D)) are summed back to
+    their shapes.
+
+    Inputs: z (..., D); w, u_hat (..., K, D) and b (..., K) whose leading dimensions broadcast
+    against z's; log_abs as in ``_PlanarStackShared``. Outputs: z_K and sum_log_det with the
+    broadcast leading shape.
+    """
+
+    @staticmethod
+    def forward(ctx, z, w, u_hat, b, log_abs):
+        num_layers, dim = w.shape[-2:]
+        lead = torch.broadcast_shapes(z.shape[:-1], w.shape[:-2], b.shape[:-1])
+        z_all = z.new_empty(num_layers + 1, *lead, dim)
+        h_all = z.new_empty(num_layers, *lead)
+        z_all[0].copy_(z.expand(*lead, dim))
+        z_rows, h_rows = z_all.unbind(0), h_all.unbind(0)
+        w_rows, u_rows, b_rows = w.unbind(-2), u_hat.unbind(-2), b.unbind(-1)
+        for k in range(num_layers):
+            torch.linalg.vecdot(z_rows[k], w_rows[k], out=h_rows[k])
+            h_rows[k].add_(b_rows[k]).tanh_()
+            torch.addcmul(z_rows[k], h_rows[k].unsqueeze(-1), u_rows[k], out=z_rows[k + 1])
+        # (K, 1, ..., 1, P...): the parameters' leading shape P right-aligned with ``lead``
+        w_dot_u = (w * u_hat).sum(-1).movedim(-1, 0)
+        w_dot_u = w_dot_u.reshape(num_layers, *[1] * (len(lead) - len(w.shape[:-2])),
+                                  *w.shape[:-2])
+        slope = 1.0 - h_all * h_all
+        u_dot_psi = w_dot_u * slope
+        if log_abs:
+            log_det = torch.log(torch.abs(1.0 + u_dot_psi))
+        else:
+            log_det = torch.log1p(u_dot_psi)
+        ctx.save_for_backward(z_all, h_all, slope, u_dot_psi, w, u_hat, w_dot_u)
+        ctx.shapes = (z.shape, b.shape)
+        return z_rows[num_layers].clone(), log_det.sum(0)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_z, grad_log_det):
+        z_all, h_all, slope, u_dot_psi, w, u_hat, w_dot_u = ctx.saved_tensors
+        z_shape, b_shape = ctx.shapes
+        num_layers = w.shape[-2]
+        gamma_over_det = grad_log_det / (1.0 + u_dot_psi)  # (K, ...)
+        # the log-det's share of dL/da_k, which does not depend on the loop
+        grad_a = -2.0 * w_dot_u * h_all * slope * gamma_over_det
+        grad_z_all = torch.empty_like(z_all)
+        grad_z_all[num_layers].copy_(grad_z)
+        g_rows, ga_rows = grad_z_all.unbind(0), grad_a.unbind(0)
+        s_rows = slope.unbind(0)
+        w_rows, u_rows = w.unbind(-2), u_hat.unbind(-2)
+        for k in range(num_layers - 1, -1, -1):
+            g_dot_u = torch.linalg.vecdot(g_rows[k + 1], u_rows[k])
+            ga_rows[k].addcmul_(g_dot_u, s_rows[k])
+            torch.addcmul(g_rows[k + 1], ga_rows[k].unsqueeze(-1), w_rows[k], out=g_rows[k])
+        grad_w_dot_u = (gamma_over_det * slope).movedim(0, -1).sum_to_size(b_shape)  # (..., K)
+        grad_w = (grad_a.unsqueeze(-1) * z_all[:-1]).movedim(0, -2).sum_to_size(w.shape)
+        grad_u = (h_all.unsqueeze(-1) * grad_z_all[1:]).movedim(0, -2).sum_to_size(u_hat.shape)
+        grad_w = grad_w + grad_w_dot_u.unsqueeze(-1) * u_hat
+        grad_u = grad_u + grad_w_dot_u.unsqueeze(-1) * w
+        grad_b = grad_a.movedim(0, -1).sum_to_size(b_shape)
+        return g_rows[0].sum_to_size(z_shape), grad_w, grad_u, grad_b, None
 
 
 # --------------------------------------------------------------------------- radial

@@ -1,0 +1,74 @@
+"""Benchmarks of the series (not part of nfutils; not run by the tests).
+
+* ``python -m benchmarks.flows``: one Part 1 training step (planar flows on U1) of normflows,
+  a textbook per-layer implementation and nfutils, timed side by side in one process.
+* ``python -m benchmarks.vae``: one VAE training step (Parts 3-4), K = 0 against K = 80, and
+  the importance-sampled log-likelihood.
+
+Shared helpers: the machine description and the round-robin timer.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+__all__ = ["machine_description", "round_robin", "median_ms", "load_average"]
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def load_average() -> str:
+    """The 1-minute load average (other processes on a shared machine), as text."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "n/a"
+
+
+def machine_description() -> str:
+    """One line: CPU model, cores, torch version, device."""
+    return (
+        f"{_cpu_model()}, {os.cpu_count()} cores (nproc), torch {torch.__version__}, "
+        f"Python {platform.python_version()}, load average {load_average()} at start"
+    )
+
+
+def round_robin(steps: dict[str, Callable[[], None]], num_steps: int, warmup: int
+                ) -> dict[str, list[float]]:
+    """Time each callable ``num_steps`` times, interleaved: step i of every implementation
+    runs before step i + 1 of any, and the starting implementation rotates every round, so
+    that load from other processes and slow drifts hit all of them alike.
+
+    Returns:
+        name -> list of seconds per step (warm-up steps excluded).
+    """
+    names = list(steps)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for step in range(warmup + num_steps):
+        shift = step % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            steps[name]()
+            elapsed = time.perf_counter() - start
+            if step >= warmup:
+                times[name].append(elapsed)
+    return times
+
+
+def median_ms(seconds: list[float]) -> float:
+    return 1000.0 * statistics.median(seconds)
