@@ -19,6 +19,9 @@ Sections:
 * Part 2 (amortized flows): ``conditional_densities``, ``plot_conditional_pair``,
   ``conditional_pair_figure``, ``plot_density_with_target``, ``conditional_grid``,
   ``plot_amortization_gap``, ``conditional_animation``.
+* Part 3 (VAE, 2-D latent): ``plot_latent_codes``, ``decoded_manifold``, ``plot_manifold``,
+  ``plot_posterior_pair``, ``posterior_comparison_figure``, ``plot_learning_curves``,
+  ``latent_decoder_figure``.
 """
 
 from __future__ import annotations
@@ -55,6 +58,13 @@ __all__ = [
     "conditional_grid",
     "plot_amortization_gap",
     "conditional_animation",
+    "plot_latent_codes",
+    "decoded_manifold",
+    "plot_manifold",
+    "plot_posterior_pair",
+    "posterior_comparison_figure",
+    "plot_learning_curves",
+    "latent_decoder_figure",
 ]
 
 Extent = tuple[float, float, float, float]
@@ -534,3 +544,202 @@ def conditional_animation(labels: Sequence[str], target_densities: Sequence, q_d
         return (*images, title)
 
     return FuncAnimation(fig, update, frames=len(labels), interval=interval_ms, blit=False)
+
+
+# --------------------------------------------------------------------------- Part 3: VAE, 2-D latent
+
+DIGIT_COLORS = "tab10"
+
+
+def plot_latent_codes(ax: Axes, z, labels, extent=None, point_size: float = 1.5,
+                      title: str | None = None, legend: bool = True):
+    """The latent codes of a data set (e.g. the posterior means of the test set), one colour
+    per digit (figure (a) of Part 3). Rasterized, so 10,000 points stay small in a PNG/PDF.
+
+    Args:
+        z: (n, 2) codes. labels: (n,) digits 0-9. extent: half-width or 4-tuple of the axes
+            (None: matplotlib's limits).
+
+    Returns:
+        the ``PathCollection``.
+    """
+    z, labels = as_numpy(z), as_numpy(labels)
+    if z.ndim != 2 or z.shape[1] != 2 or labels.shape != (z.shape[0],):
+        raise ValueError(f"z must have shape (n, 2) and labels (n,); received {z.shape} and "
+                         f"{labels.shape}")
+    points = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap=DIGIT_COLORS, vmin=-0.5, vmax=9.5,
+                        s=point_size, linewidths=0, rasterized=True)
+    if extent is not None:
+        xmin, xmax, ymin, ymax = square_extent(extent)
+        ax.set_xlim(xmin, xmax)
+        ax.set_ylim(ymin, ymax)
+    ax.set_aspect("equal")
+    ax.set_xlabel("$z_1$")
+    ax.set_ylabel("$z_2$")
+    if legend:
+        from matplotlib.lines import Line2D
+
+        cmap = points.cmap
+        handles = [Line2D([], [], marker="o", linestyle="", markersize=4,
+                          color=cmap((digit + 0.5) / 10.0))
+                   for digit in range(10)]
+        ax.legend(handles, [str(d) for d in range(10)], fontsize=7, ncol=2, loc="upper right",
+                  handletextpad=0.1, columnspacing=0.4, framealpha=0.7)
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+    return points
+
+
+def decoded_manifold(model, num_per_side: int = 20, extent=3.0, image_side: int = 28) -> np.ndarray:
+    """The decoder's mean image E[x|z] = sigmoid(logits) on a regular grid of the latent plane.
+
+    Args:
+        model: a ``vae.VAE`` with a 2-D latent. num_per_side: n (the paper's figures: 20).
+        extent: half-width or 4-tuple of the grid of z.
+
+    Returns:
+        one image (n * 28, n * 28) in [0, 1]; the tile in row i (from the top), column j shows
+        z = (z1_j, z2_{n-1-i}), so the picture is oriented like the latent plane.
+    """
+    if getattr(model, "latent_dim", None) != 2:
+        raise ValueError("decoded_manifold needs a model with a 2-D latent")
+    xmin, xmax, ymin, ymax = square_extent(extent)
+    z1 = torch.linspace(xmin, xmax, num_per_side)
+    z2 = torch.linspace(ymax, ymin, num_per_side)  # top row = largest z2
+    rows, cols = torch.meshgrid(z2, z1, indexing="ij")
+    z = torch.stack([cols, rows], -1).reshape(-1, 2)
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        means = torch.sigmoid(model.decode(z.to(device))).cpu()
+    tiles = means.reshape(num_per_side, num_per_side, image_side, image_side)
+    return as_numpy(tiles.permute(0, 2, 1, 3).reshape(num_per_side * image_side, -1))
+
+
+def plot_manifold(ax: Axes, image, extent=3.0, title: str | None = None):
+    """Draw ``decoded_manifold``'s image with the latent coordinates on the axes."""
+    image = as_numpy(image)
+    artist = ax.imshow(image, cmap="gray_r", vmin=0, vmax=1, extent=square_extent(extent),
+                       interpolation="nearest")
+    ax.set_xlabel("$z_1$")
+    ax.set_ylabel("$z_2$")
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+    return artist
+
+
+def plot_posterior_pair(ax_p: Axes, ax_q: Axes, log_posterior, log_q, extent, kl: float,
+                        title_p: str = "true p(z|x)", title_q: str = "q(z|x)") -> None:
+    """The true posterior (left) and q (right) on the same grid and colour scale; q's panel
+    carries p's contours (white) and KL(q || p) in nats (figure (c) of Part 3).
+
+    Args:
+        log_posterior, log_q: (R, R) arrays indexed [z2, z1]. extent: the grid's 4-tuple.
+        kl: KL(q || p(.|x)) on the grid.
+    """
+    density_p, density_q = np.exp(as_numpy(log_posterior)), np.exp(as_numpy(log_q))
+    vmax = float(max(density_p.max(), density_q.max()))
+    plot_density(ax_p, density_p, extent, title_p, cmap="magma", vmax=vmax)
+    plot_density(ax_q, density_q, extent, f"{title_q}\nKL = {kl:.2f} nats", cmap="magma",
+                 vmax=vmax)
+    xmin, xmax, ymin, ymax = square_extent(extent)
+    resolution = density_p.shape[0]
+    grid_x = np.linspace(xmin, xmax, resolution)
+    grid_y = np.linspace(ymin, ymax, resolution)
+    levels = density_p.max() * np.array([0.05, 0.3, 0.7])
+    ax_q.contour(grid_x, grid_y, density_p, levels=levels, colors="white", linewidths=0.6)
+
+
+def posterior_comparison_figure(images: Sequence, grids: Mapping[str, Sequence],
+                                panel_size: float = 1.7) -> Figure:
+    """Figure (c) of Part 3: one row per digit: the digit, then for every model the true
+    posterior p(z|x) of its decoder and its q(z|x) with KL(q || p) (``plot_posterior_pair``).
+
+    Args:
+        images: the digits, each (784,) or (28, 28).
+        grids: model name -> one ``vae.GridPosterior`` per digit (``vae.grid_posterior``).
+
+    Returns:
+        a Figure.
+    """
+    names = list(grids)
+    if not names or any(len(grids[name]) != len(images) for name in names):
+        raise ValueError(f"need one grid per image for every model; got {len(images)} images and "
+                         f"{ {name: len(grids[name]) for name in names} }")
+    n_rows, n_cols = len(images), 1 + 2 * len(names)
+    fig = Figure(figsize=(panel_size * n_cols, panel_size * n_rows * 1.12))
+    axes = np.atleast_2d(fig.subplots(n_rows, n_cols))
+    for row, image in enumerate(images):
+        axes[row, 0].imshow(as_numpy(image).reshape(28, 28), cmap="gray_r")
+        axes[row, 0].set_xticks([])
+        axes[row, 0].set_yticks([])
+        if row == 0:
+            axes[row, 0].set_title("x", fontsize=9)
+        for j, name in enumerate(names):
+            grid = grids[name][row]
+            plot_posterior_pair(axes[row, 1 + 2 * j], axes[row, 2 + 2 * j], grid.log_posterior,
+                                grid.log_q, grid.extent, grid.kl,
+                                title_p=f"{name}: p(z|x)", title_q=f"{name}: q(z|x)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_learning_curves(ax: Axes, epochs, values, label: str, color=None,
+                         linestyle: str = "-"):
+    """Mean over seeds with a min-max band (figure (d) of Part 3, as in the seeds' "Training
+    VAEs" figure).
+
+    Args:
+        epochs: (E,). values: (n_seeds, E) bounds. label, color, linestyle: of the mean line.
+
+    Returns:
+        the mean line.
+    """
+    epochs, values = as_numpy(epochs), np.atleast_2d(as_numpy(values))
+    if values.shape[1] != epochs.shape[0]:
+        raise ValueError(f"values must have shape (n_seeds, {epochs.shape[0]}); received "
+                         f"{values.shape}")
+    (line,) = ax.plot(epochs, values.mean(0), label=f"{label} ({values.shape[0]} seeds)",
+                      color=color, linestyle=linestyle)
+    ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.2,
+                    linewidth=0)
+    ax.set_xlabel("epoch")
+    return line
+
+
+def latent_decoder_figure(model, z1: float, z2: float, codes=None, labels=None, extent=3.0,
+                          panel_size: float = 2.8) -> Figure:
+    """Figure (e) of Part 3: a point of the latent plane (left, over the test set's codes when
+    given) and the decoder's mean image sigmoid(logits(z)) there (right).
+
+    Args:
+        model: a ``vae.VAE`` with a 2-D latent. z1, z2: the latent point.
+        codes, labels: optional (n, 2) codes and (n,) digits drawn behind the marker.
+        extent: half-width or 4-tuple of the latent panel.
+
+    Returns:
+        a Figure; ``fig.decoded`` holds the (28, 28) image drawn (for tests).
+    """
+    if getattr(model, "latent_dim", None) != 2:
+        raise ValueError("latent_decoder_figure needs a model with a 2-D latent")
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        z = torch.tensor([[float(z1), float(z2)]], device=device)
+        decoded = as_numpy(torch.sigmoid(model.decode(z)).cpu()).reshape(28, 28)
+    fig = Figure(figsize=(2 * panel_size, panel_size))
+    ax_latent, ax_image = fig.subplots(1, 2)
+    if codes is not None:
+        plot_latent_codes(ax_latent, codes, labels, extent, point_size=1.0, legend=False)
+    else:
+        xmin, xmax, ymin, ymax = square_extent(extent)
+        ax_latent.set_xlim(xmin, xmax)
+        ax_latent.set_ylim(ymin, ymax)
+        ax_latent.set_aspect("equal")
+    ax_latent.plot([z1], [z2], marker="x", color="black", markersize=10, markeredgewidth=2)
+    ax_latent.set_title(f"z = ({z1:.2f}, {z2:.2f})", fontsize=9)
+    ax_image.imshow(decoded, cmap="gray_r", vmin=0, vmax=1)
+    ax_image.set_xticks([])
+    ax_image.set_yticks([])
+    ax_image.set_title("decoder mean E[x | z]", fontsize=9)
+    fig.tight_layout()
+    fig.decoded = decoded
+    return fig

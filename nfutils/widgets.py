@@ -11,6 +11,7 @@ Sections:
 
 * Part 1 (2-D flows): ``planar_layer_explorer``, ``layer_slider``.
 * Part 2 (amortized flows): ``theta_slider``.
+* Part 3 (VAE, 2-D latent): ``latent_slider``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from matplotlib.figure import Figure
 
 from . import plotting
 
-__all__ = ["planar_layer_explorer", "layer_slider", "theta_slider"]
+__all__ = ["planar_layer_explorer", "layer_slider", "theta_slider", "latent_slider"]
 
 
 def _show(fig: Figure) -> Figure:
@@ -154,3 +155,39 @@ def theta_slider(model, energy, radius: float | None = None, num_samples: int = 
     radius_control = widgets.FloatSlider(value=float(radius), min=1.0, max=3.5, step=0.05,
                                          description="radius r", continuous_update=False)
     return widgets.interactive(draw, theta=theta_control, radius=radius_control)
+
+
+# --------------------------------------------------------------------------- Part 3: VAE, 2-D latent
+
+
+def latent_slider(models: Mapping, codes: Mapping | None = None, extent: float = 3.0,
+                  step: float = 0.05) -> widgets.interactive:
+    """Two sliders over the latent position (z1, z2) and a model dropdown around
+    ``plotting.latent_decoder_figure``: the decoded digit, live, at any point of the plane.
+
+    Args:
+        models: name -> ``vae.VAE`` with a 2-D latent (e.g. {"K = 0": ..., "K = 16": ...}).
+        codes: optional name -> (z (n, 2), labels (n,)) drawn behind the marker.
+        extent: the sliders' range [-extent, extent]. step: the sliders' step.
+
+    Returns:
+        an ``ipywidgets.interactive`` with controls ``model`` (Dropdown), ``z1`` and ``z2``
+        (FloatSliders).
+    """
+    names = list(models)
+    if not names:
+        raise ValueError("latent_slider needs at least one model")
+
+    def draw(model: str, z1: float, z2: float) -> Figure:
+        z, labels = (codes or {}).get(model, (None, None))
+        return _show(plotting.latent_decoder_figure(models[model], z1, z2, z, labels, extent))
+
+    def slider(name: str) -> widgets.FloatSlider:
+        return widgets.FloatSlider(value=0.0, min=-extent, max=extent, step=step,
+                                   description=name, continuous_update=False)
+
+    return widgets.interactive(
+        draw,
+        model=widgets.Dropdown(options=names, value=names[0], description="model"),
+        z1=slider("z1"), z2=slider("z2"),
+    )

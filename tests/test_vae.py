@@ -226,3 +226,55 @@ def test_log_likelihood_chunks_do_not_change_the_estimate_beyond_noise():
     b = log_likelihood(model, x, 3000, chunk=13, generator=torch.Generator().manual_seed(0))
     assert a.shape == b.shape == (4,) and a.dtype == torch.float64
     assert (a - b).abs().max() < 0.05
+
+
+# ---------------------------------------------------------------- exact densities on a grid
+
+
+def test_log_q_at_inverts_the_flow_and_matches_the_sampled_log_q():
+    model = tiny_vae(4, latent_dim=2, dtype=torch.float64)
+    x = binary_batch(3, torch.float64)
+    with torch.no_grad():
+        z_k, log_q = model.posterior_sample(x, 5)
+    torch.testing.assert_close(vae.log_q_at(model, x, z_k), log_q, atol=1e-8, rtol=0)
+    with pytest.raises(ValueError, match=r"\(G, 3, 2\)"):
+        vae.log_q_at(model, x, z_k[:, :2])
+
+
+def gaussian_kl_diagonal(mean_q, std_q, mean_p, std_p):
+    return float((torch.log(std_p / std_q) + (std_q**2 + (mean_q - mean_p) ** 2) / (2 * std_p**2)
+                  - 0.5).sum())
+
+
+def test_grid_posterior_matches_closed_forms_of_the_linear_gaussian_model():
+    model, x = linear_gaussian_problem(shift=0.7, inflate=1.4)
+    model = model.double()
+    grids = vae.grid_posterior(model, x[:2], resolution=201)
+    exact = model.exact_log_px(x[:2])
+    post_std = torch.sqrt(torch.diagonal(model.post_cov))
+    mu, log_sigma, _ = model.encode(x[:2])
+    for i, grid in enumerate(grids):
+        assert grid.log_q.shape == grid.log_posterior.shape == (201, 201)
+        assert abs(grid.log_px - float(exact[i])) < 1e-3
+        assert abs(grid.q_mass - 1.0) < 1e-3
+        post_mean = mu[i] - 0.7 * post_std
+        expected = gaussian_kl_diagonal(mu[i], log_sigma[i].exp(), post_mean, post_std)
+        assert expected > 0.5
+        assert abs(grid.kl - expected) < 1e-3
+        # row = z2, column = z1: the posterior's maximum sits at its mean
+        row, col = divmod(int(grid.log_posterior.argmax()), 201)
+        z1 = grid.extent[0] + col * (grid.extent[1] - grid.extent[0]) / 200
+        z2 = grid.extent[2] + row * (grid.extent[3] - grid.extent[2]) / 200
+        assert abs(z1 - float(post_mean[0])) < 0.05 and abs(z2 - float(post_mean[1])) < 0.05
+
+
+def test_grid_kl_of_a_flow_posterior_matches_log_px_minus_elbo():
+    model, x = linear_gaussian_problem(shift=0.4, inflate=1.2, flow_length=3)
+    model = model.double()
+    grid = vae.grid_posterior(model, x[:1], resolution=161, coarse_resolution=61)[0]
+    with torch.no_grad():
+        elbo = bound(model, x[:1], 20_000, generator=torch.Generator().manual_seed(0)).elbo
+    assert abs(grid.q_mass - 1.0) < 1e-3
+    assert abs(grid.kl - float(model.exact_log_px(x[:1]) - elbo)) < 0.03
+    with pytest.raises(ValueError, match="2-D latent"):
+        vae.grid_posterior(tiny_vae(0, latent_dim=3), torch.zeros(1, DATA_DIM))

@@ -1,0 +1,162 @@
+"""Part 3's experiments: the 2-D-latent VAEs (K = 0 and K = 16) and the learning curves of (d).
+
+    python scripts/vae2d.py train            # train (or resume) vae2d_K0 and vae2d_K16
+    python scripts/vae2d.py curves           # learning curves -> data/vae2d_learning_curves.json
+    python scripts/vae2d.py train --epochs 2 --time-budget 540   # a piece of < 10 minutes
+
+``train`` keeps the full training state (model, optimizer, RNG, history) under
+``outputs/runs/`` (not committed) and resumes from it; when a model has finished it writes the
+small float16 checkpoint ``data/checkpoints/vae2d_K{K}.pt`` that the notebook loads, with the
+history and the budget (steps, epochs, wall time, device, threads) inside.
+
+The notebook ``notebooks/03_vae_2d_latent.ipynb`` imports ``train_model`` and
+``learning_curves`` from here when ``retrain`` is on, so both paths run the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nfutils import data, device, training, vae
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINT_DIR = ROOT / "data" / "checkpoints"
+RUN_DIR = ROOT / "outputs" / "runs"
+CURVES_PATH = ROOT / "data" / "vae2d_learning_curves.json"
+
+#: The full-run budget of the two models of Part 3 (the notebook's parameters cell repeats it).
+TRAIN_DEFAULTS = dict(num_epochs=30, batch_size=100, num_samples=1, lr=1e-3, anneal=True)
+#: The learning-curve budget of figure (d): a 10,000-image training subset, 100 steps an epoch.
+CURVE_DEFAULTS = dict(num_epochs=20, train_size=10_000, test_size=2_000, batch_size=100,
+                      lr=1e-3, flow_lengths=(0, 16), samples=(1, 10), seeds=(0, 1, 2))
+
+
+def checkpoint_path(flow_length: int) -> Path:
+    """The committed small checkpoint of the 2-D model with K = ``flow_length``."""
+    return CHECKPOINT_DIR / f"vae2d_K{flow_length}.pt"
+
+
+def _budget(history: training.VAEHistory, dev: torch.device) -> dict[str, Any]:
+    return {"steps": history.steps[-1] if history.steps else 0, "epochs": len(history.epochs),
+            "seconds": round(history.seconds, 1), "device": str(dev),
+            "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
+
+
+def train_model(flow_length: int, num_epochs: int = TRAIN_DEFAULTS["num_epochs"],
+                time_budget: float | None = None, seed: int = 0, progress: bool = True,
+                run_dir: Path = RUN_DIR, out_path: Path | None = None,
+                **fit_kwargs: Any) -> tuple[vae.VAE, training.VAEHistory]:
+    """Train (or resume) the 2-D VAE with K = ``flow_length`` on binarized MNIST.
+
+    Returns the model and its history; when the run has finished, also writes the float16
+    checkpoint (``out_path``, default ``checkpoint_path(flow_length)``).
+    """
+    dev = device()
+    torch.manual_seed(seed)
+    model = vae.VAE(latent_dim=2, flow_length=flow_length).to(dev)
+    train_images, _ = data.load_mnist("train")
+    test_images, _ = data.binarized_test_set()
+    settings = {**TRAIN_DEFAULTS, "num_epochs": num_epochs, **fit_kwargs}
+    history = training.fit_vae(
+        model, train_images, test_images, **settings, seed=seed, progress=progress,
+        checkpoint_path=Path(run_dir) / f"vae2d_K{flow_length}.state.pt",
+        checkpoint_every=1000, time_budget=time_budget,
+    )
+    if history.finished:
+        training.save_vae(model, out_path or checkpoint_path(flow_length), dtype=torch.float16,
+                          history=history.as_dict(), budget=_budget(history, dev),
+                          settings={k: v for k, v in settings.items()})
+    return model, history
+
+
+def learning_curves(num_epochs: int = CURVE_DEFAULTS["num_epochs"],
+                    train_size: int = CURVE_DEFAULTS["train_size"],
+                    test_size: int = CURVE_DEFAULTS["test_size"],
+                    batch_size: int = CURVE_DEFAULTS["batch_size"],
+                    lr: float = CURVE_DEFAULTS["lr"],
+                    flow_lengths=CURVE_DEFAULTS["flow_lengths"],
+                    samples=CURVE_DEFAULTS["samples"], seeds=CURVE_DEFAULTS["seeds"],
+                    progress: bool = True) -> dict[str, Any]:
+    """Figure (d): the test bound per epoch for every (K, S, seed), beta = 1 throughout.
+
+    Each run trains a 2-D VAE on the first ``train_size`` training images (dynamically
+    binarized) and evaluates the ELBO (one sample per x) of the first ``test_size`` images of
+    the fixed binarized test set after every epoch.
+
+    Returns:
+        {"config": ..., "runs": [{"flow_length", "num_samples", "seed", "epochs",
+        "test_elbo", "train_elbo", "seconds"}, ...], "device", "threads"}.
+    """
+    dev = device()
+    train_images = data.load_mnist("train")[0][:train_size]
+    test_images = data.binarized_test_set()[0][:test_size]
+    runs = []
+    for flow_length in flow_lengths:
+        for num_samples in samples:
+            for seed in seeds:
+                torch.manual_seed(seed)
+                model = vae.VAE(latent_dim=2, flow_length=flow_length).to(dev)
+                history = training.fit_vae(
+                    model, train_images, test_images, num_epochs=num_epochs,
+                    batch_size=batch_size, num_samples=num_samples, lr=lr, anneal=False,
+                    seed=seed, progress=progress, log_every=10**9)
+                runs.append({"flow_length": flow_length, "num_samples": num_samples,
+                             "seed": seed, "epochs": history.epochs,
+                             "test_elbo": history.test_elbo,
+                             "train_elbo": history.epoch_train_elbo,
+                             "seconds": round(history.seconds, 1)})
+                if progress:
+                    print(f"K={flow_length} S={num_samples} seed={seed}: test ELBO "
+                          f"{history.test_elbo[-1]:.2f} after {num_epochs} epochs, "
+                          f"{history.seconds:.0f} s", flush=True)
+    config = dict(num_epochs=num_epochs, train_size=train_size, test_size=test_size,
+                  batch_size=batch_size, lr=lr, anneal=False, optimizer="adam",
+                  flow_lengths=list(flow_lengths), samples=list(samples), seeds=list(seeds))
+    return {"config": config, "runs": runs, "device": str(dev),
+            "threads": torch.get_num_threads()}
+
+
+def save_curves(result: dict[str, Any], path: Path = CURVES_PATH) -> None:
+    """Write the curves as JSON (atomically)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Part 3's 2-D VAE experiments")
+    parser.add_argument("what", choices=["train", "curves"])
+    parser.add_argument("--flow-lengths", type=int, nargs="+", default=[0, 16])
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="seconds per model before a clean stop (train only)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    if args.what == "train":
+        for flow_length in args.flow_lengths:
+            _, history = train_model(flow_length, args.epochs or TRAIN_DEFAULTS["num_epochs"],
+                                     time_budget=args.time_budget)
+            state = "finished" if history.finished else "stopped (time budget); run again"
+            print(f"K={flow_length}: {state}; epochs {len(history.epochs)}, test ELBO "
+                  f"{history.test_elbo[-1] if history.test_elbo else float('nan'):.2f}, "
+                  f"{history.seconds:.0f} s", flush=True)
+    else:
+        result = learning_curves(num_epochs=args.epochs or CURVE_DEFAULTS["num_epochs"],
+                                 flow_lengths=tuple(args.flow_lengths))
+        save_curves(result)
+        print(f"wrote {CURVES_PATH.relative_to(ROOT)}")
+    print(f"total {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
