@@ -37,9 +37,12 @@ unit needs four affine maps (4x the weights of a layer, 4x its matrix arithmetic
 checkpoint four times larger). The default here is ``tanh``, chosen by a measurement on this
 project's CPU (1 thread, 40-D latent, K = 0, batch 100, Adam 1e-3, the paper's annealing, equal
 wall time of 90 s; test -ELBO on 2,000 binarized test images): tanh 164.8 nats (2,891 steps),
-relu 204.9 (2,351), softplus 224.3 (2,211), maxout 225.4 (1,899), elu 236.6 (1,649). The
-script and a longer, unannealed comparison are in ``scripts/compare_activations.py``.
-``activation="maxout"`` reproduces the paper's units.
+relu 204.9 (2,351), softplus 224.3 (2,211), maxout 225.4 (1,899), elu 236.6 (1,649). At equal
+steps without annealing (4,000 steps, beta = 1) tanh and relu end level (107.4 and 106.9
+nats): choosing tanh costs nothing at equal steps. Reproduce with
+``scripts/compare_activations.py`` (``--seconds 90`` and ``--steps 4000 --no-anneal``); the
+timings depend on the load of the shared machine. ``activation="maxout"`` gives the paper's
+units.
 """
 
 from __future__ import annotations
