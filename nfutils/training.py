@@ -75,6 +75,7 @@ def fit_flow(
     log_every: int = 100,
     progress: bool = False,
     generator: torch.Generator | None = None,
+    anneal_steps: int = 10_000,
 ) -> FitHistory:
     """Minimize the free energy F = E_q[log q_K(z_K) + beta_t U(z_K)] (Eq. 15) with Adam.
 
@@ -82,12 +83,13 @@ def fit_flow(
         model: the flow q_K (its parameters are trained in place).
         U: the target's energy, (n, 2) -> (n,).
         num_steps: Adam steps. num_samples: samples per step. lr: learning rate.
-        anneal: use the paper's beta_t = min(1, 0.01 + t / 10_000); otherwise beta = 1.
+        anneal: use the paper's beta_t = min(1, 0.01 + t / anneal_steps); otherwise beta = 1.
         log_Z: log of the target's normalizer (``potentials.log_partition``); when given, the
             history holds KL(q || p) in nats.
         log_every: record F (at beta = 1, on the step's own samples) every this many steps.
         progress: show a tqdm bar.
         generator: random numbers of the base samples (reproducible runs).
+        anneal_steps: T of the annealing schedule (the paper's 10,000); beta = 1 from step T on.
 
     Returns:
         ``FitHistory``.
@@ -106,7 +108,7 @@ def fit_flow(
     for step in steps:
         z_k, log_q = model.rsample(num_samples, generator=generator)
         energies = U(z_k)
-        beta = annealed_beta(step) if anneal else 1.0
+        beta = annealed_beta(step, num_steps=anneal_steps) if anneal else 1.0
         loss = free_energy(log_q, energies, beta)
         check_finite_loss(loss, step)
         optimizer.zero_grad(set_to_none=True)
