@@ -12,6 +12,7 @@ Sections:
 * Part 1 (2-D flows): ``planar_layer_explorer``, ``layer_slider``.
 * Part 2 (amortized flows): ``theta_slider``.
 * Part 3 (VAE, 2-D latent): ``latent_slider``.
+* Part 4 (VAE, 40-D latent): ``flow_length_slider``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from matplotlib.figure import Figure
 
 from . import plotting
 
-__all__ = ["planar_layer_explorer", "layer_slider", "theta_slider", "latent_slider"]
+__all__ = ["planar_layer_explorer", "layer_slider", "theta_slider", "latent_slider",
+           "flow_length_slider"]
 
 
 def _show(fig: Figure) -> Figure:
@@ -190,4 +192,34 @@ def latent_slider(models: Mapping, codes: Mapping | None = None, extent: float =
         draw,
         model=widgets.Dropdown(options=names, value=names[0], description="model"),
         z1=slider("z1"), z2=slider("z2"),
+    )
+
+
+# --------------------------------------------------------------------------- Part 4: VAE, 40-D latent
+
+
+def flow_length_slider(originals, reconstructions: Mapping[int, np.ndarray]) -> widgets.interactive:
+    """A slider over the flow length K around ``plotting.reconstructions_figure``: the same test
+    digits reconstructed by the model trained with each K.
+
+    Args:
+        originals: (n, 784) test images.
+        reconstructions: K -> (n, 784) reconstructions of ``originals`` by the model with that K
+            (precomputed, so moving the slider only redraws).
+
+    Returns:
+        an ``ipywidgets.interactive`` with control ``flow_length`` (SelectionSlider over the Ks).
+    """
+    if not reconstructions:
+        raise ValueError("reconstructions is empty: pass {K: (n, 784) array}")
+    flow_lengths = sorted(reconstructions)
+
+    def draw(flow_length: int) -> Figure:
+        return _show(plotting.reconstructions_figure(
+            originals, reconstructions[flow_length], title=f"flow length K = {flow_length}"))
+
+    return widgets.interactive(
+        draw,
+        flow_length=widgets.SelectionSlider(options=flow_lengths, value=flow_lengths[-1],
+                                            description="K", continuous_update=False),
     )
