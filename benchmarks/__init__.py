@@ -49,24 +49,31 @@ def machine_description() -> str:
 
 
 def round_robin(steps: dict[str, Callable[[], None]], num_steps: int, warmup: int
-                ) -> dict[str, list[float]]:
+                ) -> dict[str, dict[str, list[float]]]:
     """Time each callable ``num_steps`` times, interleaved: step i of every implementation
     runs before step i + 1 of any, and the starting implementation rotates every round, so
     that load from other processes and slow drifts hit all of them alike.
 
+    Two clocks per step: wall time (``time.perf_counter``, what a user waits) and the
+    process's CPU time (``time.process_time``, all threads), which other processes on a shared
+    machine inflate much less (they take turns on the cores, which stretches wall time only).
+
     Returns:
-        name -> list of seconds per step (warm-up steps excluded).
+        name -> {"wall": seconds per step, "cpu": seconds per step} (warm-up excluded).
     """
     names = list(steps)
-    times: dict[str, list[float]] = {name: [] for name in names}
+    times = {name: {"wall": [], "cpu": []} for name in names}
     for step in range(warmup + num_steps):
         shift = step % len(names)
         for name in names[shift:] + names[:shift]:
+            cpu_start = time.process_time()
             start = time.perf_counter()
             steps[name]()
             elapsed = time.perf_counter() - start
+            cpu = time.process_time() - cpu_start
             if step >= warmup:
-                times[name].append(elapsed)
+                times[name]["wall"].append(elapsed)
+                times[name]["cpu"].append(cpu)
     return times
 
 

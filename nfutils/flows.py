@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .runtime import keep_freed_memory
+
 __all__ = [
     "planar_transform",
     "constrain_u",
@@ -316,22 +318,23 @@ def planar_flow(
             f"b must have shape {tuple(w.shape[:-1])} (w's shape without D); received "
             f"{tuple(b.shape)}"
         )
-    u_hat = _constrain_u(w, u) if constrain else u
     if (
         not return_layers
         and num_layers > 0
         and torch.is_grad_enabled()
-        and any(t.requires_grad for t in (z, w, u_hat, b))
+        and any(t.requires_grad for t in (z, w, u, b))
     ):
         # training: one autograd node for the whole stack, analytic backward (see below)
-        log_abs = not constrain
+        if z.device.type == "cpu":
+            keep_freed_memory()  # no page faults on the per-step buffers (see runtime.py)
         if w.dim() == 2 and z.dim() == 2:
-            return _PlanarStackShared.apply(z, w, u_hat, b, log_abs)
+            return _PlanarStackShared.apply(z, w, u, b, constrain)
         if w.dim() == 2:
-            lead = z.shape[:-1]
-            z_k, sum_log_det = _PlanarStackShared.apply(z.reshape(-1, dim), w, u_hat, b, log_abs)
-            return z_k.reshape(*lead, dim), sum_log_det.reshape(lead)
-        return _PlanarStackPerExample.apply(z, w, u_hat, b, log_abs)
+            z_k, sum_log_det = _PlanarStackShared.apply(z.reshape(-1, dim), w, u, b, constrain)
+            return z_k.reshape(z.shape), sum_log_det.reshape(z.shape[:-1])
+        u_hat = _constrain_u(w, u) if constrain else u
+        return _PlanarStackPerExample.apply(z, w, u_hat, b, not constrain)
+    u_hat = _constrain_u(w, u) if constrain else u
     return _planar_flow_eager(z, w, u_hat, b, constrain, return_layers)
 
 
@@ -390,20 +393,44 @@ class _PlanarStackShared(torch.autograd.Function):
         dL/du_k    = sum_n h_k g_k + dL/dc_k w_k,           dL/db_k = sum_n dL/da_k
 
     one reverse loop of three operations per layer (``addmv``, ``mul_``, ``addr``); the sums
-    over points are batched after the loop. Checked against autograd by ``gradcheck`` in
-    tests/test_flows_fast.py.
+    over points are batched after the loop. With ``constrain``, u_hat = u + beta w / ||w||^2,
+    beta = m(w.u) - w.u (App. A.1), is computed inside too, and the gradient with respect to
+    u_hat, G, is carried back to the free parameters by hand, with t = G.w:
 
-    Inputs: z (N, D), w and u_hat (K, D), b (K,), log_abs (False: log1p, needs w.u_hat > -1;
-    True: log|1 + u.psi|, for unconstrained layers). Outputs: z_K (N, D), sum_log_det (N,).
+        dL/du = G + beta' t w / ||w||^2,
+        dL/dw += beta G / ||w||^2 + beta' t u / ||w||^2 - 2 beta t w / ||w||^4,
+        beta' = sigmoid(w.u) - 1
+
+    (0 where a floor of ``_constrain_u`` is active, as autograd's clamp). With a base
+    (``mu``, ``log_sigma`` given), ``z`` holds eps ~ N(0, I), z_0 = mu + exp(log_sigma) eps,
+    and the second output is log q_K = log q_0(z_0) - sum_k log|det_k| (Eq. 13), with
+    dL/dmu = sum_n g_0 and dL/dlog_sigma = sigma sum_n g_0 eps - sum_n dL/dlog q_K.
+
+    Checked against autograd by ``gradcheck`` in tests/test_flows_fast.py.
+
+    Inputs: z (N, D) (eps with a base), w and u (K, D), b (K,), constrain (True: u is free
+    and u_hat comes from App. A.1, log-dets by log1p; False: u is used as it is, log-dets
+    log|1 + u.psi|), mu and log_sigma (D,) or None. Outputs: z_K (N, D) and sum_log_det (N,),
+    or log q_K (N,) with a base.
     """
 
     @staticmethod
-    def forward(ctx, z, w, u_hat, b, log_abs):
+    def forward(ctx, z, w, u, b, constrain, mu=None, log_sigma=None):
         num_layers, dim = w.shape
         num_points = z.shape[0]
         z_all = z.new_empty(num_layers + 1, dim, num_points)  # z_all[k] = z_k^T
         h_all = z.new_empty(num_layers, num_points)
-        z_all[0].copy_(z.t())
+        with_base = mu is not None
+        if with_base:  # z_0 = mu + sigma eps
+            sigma = torch.exp(log_sigma)
+            torch.addcmul(mu.unsqueeze(-1), sigma.unsqueeze(-1), z.t(), out=z_all[0])
+        else:
+            sigma = None
+            z_all[0].copy_(z.t())
+        if constrain:
+            u_hat, constrain_coefs = _constrain_u_with_coefs(w, u)
+        else:
+            u_hat, constrain_coefs = u, None
         z_rows, h_rows = z_all.unbind(0), h_all.unbind(0)
         z_cols = z_all.transpose(1, 2).unbind(0)  # the same memory seen as (N, D)
         w_rows, u_rows, b_rows = w.unbind(0), u_hat.unbind(0), b.unbind(0)
@@ -415,18 +442,29 @@ class _PlanarStackShared(torch.autograd.Function):
         # u.psi_k = c_k (1 - h_k^2) and its log, in one (K, N) temporary
         log_det = h_all * h_all
         log_det.mul_(-w_dot_u).add_(w_dot_u)
-        if log_abs:
-            log_det.add_(1.0).abs_().log_()
-        else:
+        if constrain:  # 1 + u.psi > 0 is guaranteed by w.u_hat > -1
             log_det.log1p_()
-        ctx.save_for_backward(z_all, h_all, w, u_hat, w_dot_u)
-        return z_rows[num_layers].t().contiguous(), log_det.sum(0)
+        else:
+            log_det.add_(1.0).abs_().log_()
+        sum_log_det = log_det.sum(0)
+        ctx.constrain_coefs = constrain_coefs
+        ctx.with_base = with_base
+        ctx.save_for_backward(z_all, h_all, w, u, u_hat, w_dot_u,
+                              z if with_base else None, sigma)
+        z_k = z_rows[num_layers].t().contiguous()
+        if not with_base:
+            return z_k, sum_log_det
+        log_q = torch.linalg.vecdot(z, z).mul_(-0.5)
+        log_q.sub_(log_sigma.sum() + 0.5 * dim * math.log(2 * math.pi)).sub_(sum_log_det)
+        return z_k, log_q
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_z, grad_log_det):
-        z_all, h_all, w, u_hat, w_dot_u = ctx.saved_tensors
+    def backward(ctx, grad_z, grad_second):
+        z_all, h_all, w, u, u_hat, w_dot_u, eps, sigma = ctx.saved_tensors
         num_layers = w.shape[0]
+        # with a base the second output is log q_K = log q_0 - sum log|det|
+        grad_log_det = -grad_second if ctx.with_base else grad_second
         slope = h_all * h_all
         slope.neg_().add_(1.0)  # s_k = 1 - h_k^2, (K, N)
         gamma_over_det = slope * w_dot_u
@@ -444,7 +482,45 @@ class _PlanarStackShared(torch.autograd.Function):
             torch.addr(g_rows[k + 1], w_rows[k], ga_rows[k], out=g_rows[k])
         grad_w = torch.linalg.vecdot(z_all[:-1], grad_a.unsqueeze(1)) + grad_w_dot_u * u_hat
         grad_u = torch.linalg.vecdot(grad_z_all[1:], h_all.unsqueeze(1)) + grad_w_dot_u * w
-        return g_rows[0].t(), grad_w, grad_u, grad_a.sum(1), None
+        if ctx.constrain_coefs is not None:
+            grad_w, grad_u = _constrain_u_backward(w, u, grad_w, grad_u, ctx.constrain_coefs)
+        grad_b = grad_a.sum(1)
+        if not ctx.with_base:
+            return g_rows[0].t(), grad_w, grad_u, grad_b, None, None, None
+        grad_z0 = g_rows[0]  # (D, N)
+        grad_mu = grad_z0.sum(1)
+        grad_log_sigma = torch.linalg.vecdot(grad_z0, eps.t())
+        grad_log_sigma.mul_(sigma).sub_(grad_second.sum())
+        return None, grad_w, grad_u, grad_b, None, grad_mu, grad_log_sigma
+
+
+def _constrain_u_with_coefs(w: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+    """``_constrain_u`` (App. A.1) and the coefficients its backward needs, (K, 3):
+    beta / ||w||^2, beta' / ||w||^2 and 2 beta / ||w||^4 (see ``_PlanarStackShared``)."""
+    w_dot_u = (w * u).sum(-1, keepdim=True)
+    softplus = F.softplus(w_dot_u)
+    beta = softplus.clamp_min(SOFTPLUS_FLOOR).sub_(1.0).sub_(w_dot_u)
+    w_norm_sq = (w * w).sum(-1, keepdim=True)
+    tiny = torch.finfo(w.dtype).tiny
+    inv_norm_sq = w_norm_sq.clamp_min(tiny).reciprocal_()
+    beta_over_n = beta * inv_norm_sq
+    u_hat = torch.addcmul(u, beta_over_n, w)
+    beta_prime = torch.sigmoid(w_dot_u).masked_fill_(softplus < SOFTPLUS_FLOOR, 0.0).sub_(1.0)
+    two_beta_over_n2 = (2.0 * beta_over_n * inv_norm_sq).masked_fill_(w_norm_sq < tiny, 0.0)
+    return u_hat, torch.cat([beta_over_n, beta_prime * inv_norm_sq, two_beta_over_n2], dim=-1)
+
+
+def _constrain_u_backward(w: Tensor, u: Tensor, grad_w: Tensor, grad_u_hat: Tensor,
+                          coefs: Tensor) -> tuple[Tensor, Tensor]:
+    """Carry dL/du_hat back through ``_constrain_u`` (App. A.1) to (dL/dw, dL/du), adding
+    to ``grad_w`` the part of dL/dw that goes through u_hat (formulas: ``_PlanarStackShared``;
+    ``coefs`` from ``_constrain_u_with_coefs``)."""
+    t = (grad_u_hat * w).sum(-1, keepdim=True)
+    scaled = coefs * t  # (K, 3): beta t / n (unused), beta' t / n, 2 beta t / n^2
+    grad_u = torch.addcmul(grad_u_hat, scaled[:, 1:2], w)
+    grad_w = grad_w.addcmul_(coefs[:, 0:1], grad_u_hat).addcmul_(scaled[:, 1:2], u)
+    grad_w.addcmul_(scaled[:, 2:3], w, value=-1.0)
+    return grad_w, grad_u
 
 
 class _PlanarStackPerExample(torch.autograd.Function):
@@ -781,6 +857,17 @@ class NormalizingFlow(nn.Module):
     def rsample(self, num_samples: int, generator: torch.Generator | None = None
                 ) -> tuple[Tensor, Tensor]:
         """Draw (z_K (n, D), log q_K(z_K) (n,)), differentiable in all parameters."""
+        flow = self.flow
+        if type(flow) is PlanarFlow and flow.num_layers > 0 and torch.is_grad_enabled():
+            # training: base and stack in one autograd node (same draws as _base_sample)
+            if num_samples < 1:
+                raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+            if self.mu.device.type == "cpu":
+                keep_freed_memory()
+            eps = torch.randn(num_samples, self.dim, generator=generator,
+                              device=self.mu.device, dtype=self.mu.dtype)
+            return _PlanarStackShared.apply(eps, flow.w, flow.u, flow.b, flow.constrain,
+                                            self.mu, self.log_sigma)
         z_0, log_q0 = self._base_sample(num_samples, generator)
         if self.flow is None:
             return z_0, log_q0

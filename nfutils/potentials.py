@@ -72,8 +72,11 @@ def _neg_log_sum_exp(a: Tensor, b: Tensor) -> Tensor:
 def _ring(z: Tensor, radius: float, angle: Tensor | float = 0.0) -> Tensor:
     """U1's two-lobed ring of the given radius, its lobes along the direction ``angle``."""
     norm = torch.linalg.vector_norm(z, dim=-1)
-    angle = torch.as_tensor(angle, dtype=z.dtype, device=z.device)
-    along = z[..., 0] * torch.cos(angle) + z[..., 1] * torch.sin(angle)
+    if isinstance(angle, (int, float)):  # a fixed direction: fewer tensor operations
+        along = z[..., 0] if angle == 0 else z[..., 0] * math.cos(angle) + z[..., 1] * math.sin(angle)
+    else:
+        angle = torch.as_tensor(angle, dtype=z.dtype, device=z.device)
+        along = z[..., 0] * torch.cos(angle) + z[..., 1] * torch.sin(angle)
     ring = 0.5 * ((norm - radius) / 0.4) ** 2
     lobes = _neg_log_sum_exp(-0.5 * ((along - radius) / 0.6) ** 2, -0.5 * ((along + radius) / 0.6) ** 2)
     return ring + lobes

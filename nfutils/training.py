@@ -97,7 +97,7 @@ def fit_flow(
     Raises:
         NonFiniteLossError: if the loss is not finite at some step.
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = make_optimizer(model.parameters(), "adam", lr)  # fused where available
     history = FitHistory()
     steps = range(num_steps)
     if progress:

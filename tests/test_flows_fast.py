@@ -120,3 +120,26 @@ def test_no_grad_and_grad_paths_agree():
         z_k_plain, log_det_plain = flow(z)
     assert torch.allclose(z_k, z_k_plain, atol=1e-12)
     assert torch.allclose(log_det, log_det_plain, atol=1e-12)
+
+
+def test_gradcheck_shared_with_base():
+    # NormalizingFlow.rsample's training path: base N(mu, sigma^2) and stack in one node
+    eps = torch.randn(8, 3, **F64)
+    w, b, mu, log_sigma = leaf(5, 3), leaf(5), leaf(3), leaf(3, scale=0.3)
+    u = constrain_u(w.detach(), torch.randn(5, 3, **F64)).requires_grad_()
+
+    def fused(w, u, b, mu, log_sigma):
+        return flows._PlanarStackShared.apply(eps, w, u, b, True, mu, log_sigma)
+
+    assert torch.autograd.gradcheck(fused, (w, u, b, mu, log_sigma))
+
+
+def test_rsample_training_path_draws_the_same_samples_as_sampling():
+    model = flows.make_flow("planar", 2, 6).double()
+    with torch.no_grad():
+        model.flow.u.normal_()
+    z_k, log_q = model.rsample(40, generator=torch.Generator().manual_seed(5))
+    assert "PlanarStackShared" in type(log_q.grad_fn).__name__
+    with torch.no_grad():
+        z_plain, log_q_plain = model.rsample(40, generator=torch.Generator().manual_seed(5))
+    assert torch.allclose(z_k, z_plain, atol=1e-12) and torch.allclose(log_q, log_q_plain, atol=1e-12)
