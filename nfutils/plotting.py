@@ -470,7 +470,9 @@ def conditional_grid(labels: Sequence[str], q_densities: Sequence, target_densit
         )
     ncols = max(1, min(ncols, len(labels)))
     nrows = math.ceil(len(labels) / ncols)
-    fig = Figure(figsize=(panel_size * ncols, panel_size * nrows + (0.35 if suptitle else 0.0)))
+    # each row: a square panel plus room for its title; constrained layout keeps titles clear
+    fig = Figure(figsize=(panel_size * ncols, (panel_size + 0.3) * nrows + (0.35 if suptitle else 0.0)),
+                 layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, label, q_density, target_density in zip(axes.flat, labels, q_densities, target_densities):
         plot_density_with_target(ax, q_density, target_density, extent, title=label)
@@ -478,7 +480,6 @@ def conditional_grid(labels: Sequence[str], q_densities: Sequence, target_densit
         ax.set_axis_off()
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout()
     return fig
 
 
