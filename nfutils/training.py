@@ -39,7 +39,7 @@ def check_finite_loss(loss: Tensor, step: int) -> None:
     """Raise ``NonFiniteLossError`` when ``loss`` is not finite."""
     if not bool(torch.isfinite(loss)):
         raise NonFiniteLossError(
-            f"loss became {float(loss)} at step {step}; training stopped (parameters are those "
+            f"loss became {float(loss.detach())} at step {step}; training stopped (parameters are those "
             "of the last finite step). Lower the learning rate, anneal the target (anneal=True) "
             "or clip gradients."
         )
@@ -331,6 +331,8 @@ def fit_vae(
     log_every: int = 100,
     progress: bool = True,
     callback: Callable[[int, float], None] | None = None,
+    lr_schedule: Callable[[int], float] | None = None,
+    max_grad_norm: float | None = None,
 ) -> VAEHistory:
     """Train a VAE by minimizing the annealed free energy (Eq. 20; Sec. 6.2) on binarized data.
 
@@ -365,6 +367,10 @@ def fit_vae(
         progress: show a tqdm bar with the running bound.
         callback: called as ``callback(step, elbo)`` after every step (``step`` counts the steps
             done), e.g. to stop a notebook run early by raising.
+        lr_schedule: optional multiplier of ``lr`` as a function of the global step t (the
+            step about to be taken, from 0), e.g. a warm-up and cosine decay; a function of t
+            alone, so a resumed run follows the same schedule.
+        max_grad_norm: clip the gradients' global norm to this value (None: no clipping).
 
     Returns:
         ``VAEHistory`` (also stored in the checkpoint).
@@ -452,6 +458,11 @@ def fit_vae(
                 check_finite_loss(terms.loss, step)
                 opt.zero_grad(set_to_none=True)
                 terms.loss.backward()
+                if max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+                if lr_schedule is not None:
+                    for group in opt.param_groups:
+                        group["lr"] = lr * float(lr_schedule(step))
                 opt.step()
                 step += 1
                 elbo = float(terms.elbo.detach().mean())

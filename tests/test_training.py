@@ -213,3 +213,26 @@ def test_bad_shapes_and_optimizer_names():
     rmsprop = make_optimizer(new_model().parameters(), "rmsprop", lr=1e-4)
     assert isinstance(rmsprop, torch.optim.RMSprop) and rmsprop.defaults["momentum"] == 0.9
     assert "fit_vae" in training.__all__
+
+
+def test_lr_schedule_and_clipping_follow_the_global_step_across_resumes(one_thread, tmp_path):
+    train, test = tiny_data()
+    seen = []
+
+    def schedule(step):
+        seen.append(step)
+        return 1.0 / (1 + step)
+
+    settings = {**FIT, "lr_schedule": schedule, "max_grad_norm": 1.0}
+    reference = new_model()
+    fit_vae(reference, train, test, **settings)
+    assert seen == list(range(12))
+    path = tmp_path / "sched.pt"
+    model = new_model()
+    history = fit_vae(model, train, test, **settings, checkpoint_path=path, time_budget=0.0)
+    while not history.finished:
+        model = new_model()
+        history = fit_vae(model, train, test, **settings, checkpoint_path=path)
+    assert_same_parameters(model, reference)
+    state = load_checkpoint(path)
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(FIT["lr"] / 12)
