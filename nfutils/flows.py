@@ -332,8 +332,7 @@ def planar_flow(
         if w.dim() == 2:
             z_k, sum_log_det = _PlanarStackShared.apply(z.reshape(-1, dim), w, u, b, constrain)
             return z_k.reshape(z.shape), sum_log_det.reshape(z.shape[:-1])
-        u_hat = _constrain_u(w, u) if constrain else u
-        return _PlanarStackPerExample.apply(z, w, u_hat, b, not constrain)
+        return _PlanarStackPerExample.apply(z, w, u, b, constrain)
     u_hat = _constrain_u(w, u) if constrain else u
     return _planar_flow_eager(z, w, u_hat, b, constrain, return_layers)
 
@@ -495,7 +494,7 @@ class _PlanarStackShared(torch.autograd.Function):
 
 
 def _constrain_u_with_coefs(w: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-    """``_constrain_u`` (App. A.1) and the coefficients its backward needs, (K, 3):
+    """``_constrain_u`` (App. A.1) and the coefficients its backward needs, (..., K, 3):
     beta / ||w||^2, beta' / ||w||^2 and 2 beta / ||w||^4 (see ``_PlanarStackShared``)."""
     w_dot_u = (w * u).sum(-1, keepdim=True)
     softplus = F.softplus(w_dot_u)
@@ -516,31 +515,38 @@ def _constrain_u_backward(w: Tensor, u: Tensor, grad_w: Tensor, grad_u_hat: Tens
     to ``grad_w`` the part of dL/dw that goes through u_hat (formulas: ``_PlanarStackShared``;
     ``coefs`` from ``_constrain_u_with_coefs``)."""
     t = (grad_u_hat * w).sum(-1, keepdim=True)
-    scaled = coefs * t  # (K, 3): beta t / n (unused), beta' t / n, 2 beta t / n^2
-    grad_u = torch.addcmul(grad_u_hat, scaled[:, 1:2], w)
-    grad_w = grad_w.addcmul_(coefs[:, 0:1], grad_u_hat).addcmul_(scaled[:, 1:2], u)
-    grad_w.addcmul_(scaled[:, 2:3], w, value=-1.0)
+    scaled = coefs * t  # (..., 3): beta t / n (unused), beta' t / n, 2 beta t / n^2
+    grad_u = torch.addcmul(grad_u_hat, scaled[..., 1:2], w)
+    grad_w = grad_w.addcmul_(coefs[..., 0:1], grad_u_hat).addcmul_(scaled[..., 1:2], u)
+    grad_w.addcmul_(scaled[..., 2:3], w, value=-1.0)
     return grad_w, grad_u
 
 
 class _PlanarStackPerExample(torch.autograd.Function):
     """K planar layers with per-example parameters, as one autograd node.
 
-    The same forward and analytic backward as ``_PlanarStackShared`` (see its docstring), with
-    broadcasting instead of matrix-vector products: per layer ``vecdot``, ``add_``, ``tanh_``,
-    ``addcmul`` forward and ``vecdot``, ``addcmul``, ``addcmul`` backward. Gradients of
-    parameters that were broadcast (e.g. (B, K, D) against points (S, B, D)) are summed back to
-    their shapes.
+    The same forward and analytic backward as ``_PlanarStackShared`` (see its docstring, also
+    for the App. A.1 constraint), with broadcasting instead of matrix-vector products: per
+    layer ``vecdot``, ``add_``, ``tanh_``, ``addcmul`` forward and ``vecdot``, ``addcmul_``,
+    ``addcmul`` backward. Gradients of parameters that were broadcast (e.g. (B, K, D) against
+    points (S, B, D)) are summed back to their shapes.
 
-    Inputs: z (..., D); w, u_hat (..., K, D) and b (..., K) whose leading dimensions broadcast
-    against z's; log_abs as in ``_PlanarStackShared``. Outputs: z_K and sum_log_det with the
+    Inputs: z (..., D); w, u (..., K, D) and b (..., K) whose leading dimensions broadcast
+    against z's; constrain as in ``_PlanarStackShared``. Outputs: z_K and sum_log_det with the
     broadcast leading shape.
     """
 
     @staticmethod
-    def forward(ctx, z, w, u_hat, b, log_abs):
+    def forward(ctx, z, w, u, b, constrain):
         num_layers, dim = w.shape[-2:]
-        lead = torch.broadcast_shapes(z.shape[:-1], w.shape[:-2], b.shape[:-1])
+        param_lead = tuple(w.shape[:-2])
+        lead = torch.broadcast_shapes(z.shape[:-1], param_lead)
+        # the parameters' leading shape right-aligned with ``lead``: (1, ..., 1, P...)
+        padded = (1,) * (len(lead) - len(param_lead)) + param_lead
+        if constrain:
+            u_hat, constrain_coefs = _constrain_u_with_coefs(w, u)
+        else:
+            u_hat, constrain_coefs = u, None
         z_all = z.new_empty(num_layers + 1, *lead, dim)
         h_all = z.new_empty(num_layers, *lead)
         z_all[0].copy_(z.expand(*lead, dim))
@@ -550,45 +556,52 @@ class _PlanarStackPerExample(torch.autograd.Function):
             torch.linalg.vecdot(z_rows[k], w_rows[k], out=h_rows[k])
             h_rows[k].add_(b_rows[k]).tanh_()
             torch.addcmul(z_rows[k], h_rows[k].unsqueeze(-1), u_rows[k], out=z_rows[k + 1])
-        # (K, 1, ..., 1, P...): the parameters' leading shape P right-aligned with ``lead``
-        w_dot_u = (w * u_hat).sum(-1).movedim(-1, 0)
-        w_dot_u = w_dot_u.reshape(num_layers, *[1] * (len(lead) - len(w.shape[:-2])),
-                                  *w.shape[:-2])
-        slope = 1.0 - h_all * h_all
-        u_dot_psi = w_dot_u * slope
-        if log_abs:
-            log_det = torch.log(torch.abs(1.0 + u_dot_psi))
+        w_dot_u = (w * u_hat).sum(-1).movedim(-1, 0).reshape(num_layers, *padded)
+        log_det = h_all * h_all
+        log_det.mul_(-w_dot_u).add_(w_dot_u)  # u.psi_k = c_k (1 - h_k^2)
+        if constrain:
+            log_det.log1p_()
         else:
-            log_det = torch.log1p(u_dot_psi)
-        ctx.save_for_backward(z_all, h_all, slope, u_dot_psi, w, u_hat, w_dot_u)
-        ctx.shapes = (z.shape, b.shape)
+            log_det.add_(1.0).abs_().log_()
+        ctx.save_for_backward(z_all, h_all, w, u, u_hat, w_dot_u)
+        ctx.constrain_coefs = constrain_coefs
+        ctx.shapes = (z.shape, padded)
         return z_rows[num_layers].clone(), log_det.sum(0)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_z, grad_log_det):
-        z_all, h_all, slope, u_dot_psi, w, u_hat, w_dot_u = ctx.saved_tensors
-        z_shape, b_shape = ctx.shapes
-        num_layers = w.shape[-2]
-        gamma_over_det = grad_log_det / (1.0 + u_dot_psi)  # (K, ...)
-        # the log-det's share of dL/da_k, which does not depend on the loop
-        grad_a = -2.0 * w_dot_u * h_all * slope * gamma_over_det
+        z_all, h_all, w, u, u_hat, w_dot_u = ctx.saved_tensors
+        z_shape, padded = ctx.shapes
+        num_layers, dim = w.shape[-2:]
+        param_lead = tuple(w.shape[:-2])
+        slope = h_all * h_all
+        slope.neg_().add_(1.0)  # s_k = 1 - h_k^2, (K, ...)
+        gamma_over_det = slope * w_dot_u
+        gamma_over_det.add_(1.0).reciprocal_().mul_(grad_log_det)
+        grad_w_dot_u = (gamma_over_det * slope).sum_to_size(num_layers, *padded)
+        # the log-det's share of dL/da_k, -2 gamma c_k h_k s_k / d_k (independent of the loop)
+        grad_a = gamma_over_det.mul_(h_all).mul_(slope).mul_(w_dot_u).mul_(-2.0)
         grad_z_all = torch.empty_like(z_all)
         grad_z_all[num_layers].copy_(grad_z)
-        g_rows, ga_rows = grad_z_all.unbind(0), grad_a.unbind(0)
-        s_rows = slope.unbind(0)
+        g_rows, ga_rows, s_rows = grad_z_all.unbind(0), grad_a.unbind(0), slope.unbind(0)
         w_rows, u_rows = w.unbind(-2), u_hat.unbind(-2)
         for k in range(num_layers - 1, -1, -1):
-            g_dot_u = torch.linalg.vecdot(g_rows[k + 1], u_rows[k])
-            ga_rows[k].addcmul_(g_dot_u, s_rows[k])
+            ga_rows[k].addcmul_(torch.linalg.vecdot(g_rows[k + 1], u_rows[k]), s_rows[k])
             torch.addcmul(g_rows[k + 1], ga_rows[k].unsqueeze(-1), w_rows[k], out=g_rows[k])
-        grad_w_dot_u = (gamma_over_det * slope).movedim(0, -1).sum_to_size(b_shape)  # (..., K)
-        grad_w = (grad_a.unsqueeze(-1) * z_all[:-1]).movedim(0, -2).sum_to_size(w.shape)
-        grad_u = (h_all.unsqueeze(-1) * grad_z_all[1:]).movedim(0, -2).sum_to_size(u_hat.shape)
-        grad_w = grad_w + grad_w_dot_u.unsqueeze(-1) * u_hat
-        grad_u = grad_u + grad_w_dot_u.unsqueeze(-1) * w
-        grad_b = grad_a.movedim(0, -1).sum_to_size(b_shape)
-        return g_rows[0].sum_to_size(z_shape), grad_w, grad_u, grad_b, None
+        # parameter gradients in the layer-first layout (K, 1.., P.., D), summed over the
+        # broadcast dimensions, then returned as views in the parameters' layout
+        layer_first = (num_layers, *padded, dim)
+        grad_w = (grad_a.unsqueeze(-1) * z_all[:-1]).sum_to_size(layer_first)
+        grad_w.addcmul_(grad_w_dot_u.unsqueeze(-1), u_hat.movedim(-2, 0).reshape(layer_first))
+        grad_u = (h_all.unsqueeze(-1) * grad_z_all[1:]).sum_to_size(layer_first)
+        grad_u.addcmul_(grad_w_dot_u.unsqueeze(-1), w.movedim(-2, 0).reshape(layer_first))
+        grad_w = grad_w.reshape(num_layers, *param_lead, dim).movedim(0, -2)
+        grad_u = grad_u.reshape(num_layers, *param_lead, dim).movedim(0, -2)
+        if ctx.constrain_coefs is not None:
+            grad_w, grad_u = _constrain_u_backward(w, u, grad_w, grad_u, ctx.constrain_coefs)
+        grad_b = grad_a.sum_to_size(num_layers, *padded).reshape(num_layers, *param_lead)
+        return g_rows[0].sum_to_size(z_shape), grad_w, grad_u, grad_b.movedim(0, -1), None
 
 
 # --------------------------------------------------------------------------- radial
