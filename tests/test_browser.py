@@ -253,6 +253,11 @@ def _slider_value(slider) -> str:
     return slider.locator(".widget-readout").inner_text().strip()
 
 
+def _file_safe(text: str) -> str:
+    """A slider readout as a file-name part (the readout writes minus as U+2212)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text.replace("\u2212", "-"))
+
+
 def _drag_slider(page, slider) -> None:
     """Drag the slider's handle with the mouse, as a reader would: a third of the track towards
     the side with more room."""
@@ -273,12 +278,14 @@ def _figure_src(container) -> str | None:
 
 
 @pytest.mark.parametrize("notebook, slider_label, what", CASES, ids=[case[0] for case in CASES])
-def test_notebook_runs_and_slider_redraws_figure(jupyter_lab, browser_context, capsys,
+def test_notebook_runs_and_slider_redraws_figure(browser_context, jupyter_lab, capsys,
                                                   notebook, slider_label, what):
     base_url, token, workspace = jupyter_lab
     assert (workspace / "notebooks" / notebook).exists(), f"notebooks/{notebook} is missing"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     stem = Path(notebook).stem
+    for old_screenshot in SCREENSHOTS.glob(f"{stem}_*.png"):  # only this run's pictures remain
+        old_screenshot.unlink()
     page = browser_context.new_page()
     console_errors: list[str] = []
     page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
@@ -310,14 +317,15 @@ def test_notebook_runs_and_slider_redraws_figure(jupyter_lab, browser_context, c
         label = re.compile(rf"^\s*{slider_label}\s*$")
         sliders = page.locator(".widget-slider").filter(
             has=page.locator(".widget-label", has_text=label))
-        assert sliders.count() == 1, f"{notebook}: {sliders.count()} sliders labelled {slider_label!r}"
-        slider = sliders.first
+        n_sliders = sliders.count()
+        assert n_sliders >= 1, f"{notebook}: no slider labelled {slider_label!r}"
+        slider = sliders.first  # the first one (Part 2 has a second, for the (θ, r) model)
         container = slider.locator("xpath=ancestor::div[contains(concat(' ', @class, ' '), ' widget-interact ')][1]")
         container.scroll_into_view_if_needed()
         before_src = _figure_src(container)
         assert before_src, f"{notebook}: the {what}'s figure is not shown"
         before_value = _slider_value(slider)
-        before_path = SCREENSHOTS / f"{stem}_slider_{before_value}.png"
+        before_path = SCREENSHOTS / f"{stem}_slider_{_file_safe(before_value)}.png"
         container.screenshot(path=str(before_path))
 
         start = time.monotonic()
@@ -335,8 +343,8 @@ def test_notebook_runs_and_slider_redraws_figure(jupyter_lab, browser_context, c
             f"after the {what} went from {before_value} to {after_value}")
         _wait_for_notebook_idle(page, FIGURE_UPDATE_TIMEOUT_S, require_all_executed=False)
         after_src = _figure_src(container)
-        container.screenshot(path=str(SCREENSHOTS / f"{stem}_slider_{after_value}.png"))
-        after_path = SCREENSHOTS / f"{stem}_slider_{after_value}.png"
+        after_path = SCREENSHOTS / f"{stem}_slider_{_file_safe(after_value)}.png"
+        container.screenshot(path=str(after_path))
 
         pixels_before, pixels_after = _png_pixels(before_src), _png_pixels(after_src)
         assert pixels_before.shape == pixels_after.shape, (pixels_before.shape, pixels_after.shape)
@@ -348,7 +356,7 @@ def test_notebook_runs_and_slider_redraws_figure(jupyter_lab, browser_context, c
 
         with capsys.disabled():
             print(f"\n[browser] {notebook}: {len(state['cells'])} code cells ran without error; "
-                  f"{what} {before_value} -> {after_value}, {changed:.1%} of the figure's pixels changed; "
+                  f"{what} (first of {n_sliders}) {before_value} -> {after_value}, {changed:.1%} of the figure's pixels changed; "
                   + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items()))
             for path in (SCREENSHOTS / f"{stem}_after_run_all.png", before_path, after_path):
                 print(f"[browser] screenshot: {path.relative_to(ROOT)}")
