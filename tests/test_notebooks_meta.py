@@ -20,7 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted(ROOT.glob("notebooks/[0-9]*.ipynb"))
-COLAB_LINK = re.compile(r"https://colab\.research\.google\.com/github/[^\s)\"'\]]+")
+# a concrete link to a notebook (the README's template ".../notebooks/<name>.ipynb" is not one)
+COLAB_LINK = re.compile(r"https://colab\.research\.google\.com/github/[\w./-]+?\.ipynb")
 SOURCE_DEFAULT = re.compile(r'NFUTILS_SOURCE = os\.environ\.get\("NFUTILS_SOURCE", "([^"]+)"\)')
 
 
