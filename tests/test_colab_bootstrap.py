@@ -148,6 +148,7 @@ def test_notebook_01_installs_nfutils_and_runs_on_simulated_colab(tmp_path, caps
     # figures went to the clone's imgs/, as in a local checkout
     assert any((clone / "imgs").glob("*.png")), "no figure saved under the clone's imgs/"
 
+    shutil.rmtree(venv, ignore_errors=True)  # 1.2 GB; pytest keeps its last three temporary folders
     with capsys.disabled():
         print(f"\n[colab] source: {source_note}; {len(code_cells)} code cells ran; seconds: "
               + ", ".join(f"{name} {value:.0f}" for name, value in timings.items()))
