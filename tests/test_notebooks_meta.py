@@ -94,6 +94,16 @@ def test_readme_colab_links_point_at_existing_notebooks():
         assert (ROOT / "notebooks" / name).exists(), f"README links {link}, but notebooks/{name} is missing"
 
 
+def test_every_colab_link_names_the_pyproject_repository():
+    """Also template links such as the README's ".../notebooks/<name>.ipynb"."""
+    owner_and_name = _repository().removeprefix("https://github.com/")
+    texts = {"README.md": (ROOT / "README.md").read_text()}
+    texts.update({path.name: path.read_text() for path in NOTEBOOKS})
+    for name, text in texts.items():
+        for named in re.findall(r"colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/", text):
+            assert named == owner_and_name, f"{name}: Colab link names {named}, pyproject.toml {owner_and_name}"
+
+
 def test_with_bootstrap_replaces_only_the_leading_block():
     old = 'import os, subprocess, sys\nNFUTILS_SOURCE = "old"\n\nimport torch\n'
     assert bootstrap_tool.with_bootstrap(old, "NEW") == "NEW\n\nimport torch\n"
