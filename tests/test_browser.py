@@ -289,6 +289,8 @@ def test_notebook_runs_and_slider_redraws_figure(browser_context, jupyter_lab, c
     page = browser_context.new_page()
     console_errors: list[str] = []
     page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
+    failed_requests: list[str] = []  # e.g. a notebook's external image on this closed network
+    page.on("requestfailed", lambda request: failed_requests.append(f"{request.url} ({request.failure})"))
     timings: dict[str, float] = {}
     try:
         start = time.monotonic()
@@ -362,6 +364,8 @@ def test_notebook_runs_and_slider_redraws_figure(browser_context, jupyter_lab, c
                 print(f"[browser] screenshot: {path.relative_to(ROOT)}")
             if console_errors:
                 print(f"[browser] {len(console_errors)} console error(s) in the page, first: {console_errors[0][:300]}")
+            for request in failed_requests[:5]:
+                print(f"[browser] request failed: {request[:300]}")
     except Exception:
         failure_path = SCREENSHOTS / f"{stem}_failure.png"
         page.screenshot(path=str(failure_path), full_page=True)
