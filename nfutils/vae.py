@@ -71,6 +71,7 @@ __all__ = [
     "annealed_loss",
     "log_likelihood",
     "build_vae",
+    "complete_config",
     "log_q_at",
     "GridPosterior",
     "grid_posterior",
@@ -129,6 +130,15 @@ class VAE(nn.Module):
         activation: one of ``ACTIVATIONS``; "maxout" uses ``maxout_window`` pieces per unit.
         maxout_window: pieces per maxout unit (the paper: 4).
         data_dim: number of Bernoulli pixels (784 for MNIST).
+        standardized_flow: apply the K layers to the standardized noise eps and then the
+            affine map, z_K = mu + sigma * f_K o ... o f_1(eps), instead of the paper's
+            z_K = f_K o ... o f_1(mu + sigma * eps). Both give the same family of densities: a
+            planar layer (w, u, b) on eps equals one on z_0 = mu + sigma * eps with
+            w' = w / sigma, u' = sigma * u, b' = b - w'.mu (and w'.u' = w.u, so App. A.1's
+            constraint is unchanged). The standardized form is better conditioned: a posterior
+            with sigma ~ 0.05 needs ||w'|| ~ 1 / sigma to bend q, which in the paper's form the
+            network must output directly (2-D K = 16 models then learned ||w|| ~ 90, near-step
+            layers, and trained worse than K = 0).
 
     Attributes:
         config: the constructor arguments as a plain dict (saved with checkpoints, so that
@@ -144,6 +154,7 @@ class VAE(nn.Module):
         activation: str = DEFAULT_ACTIVATION,
         maxout_window: int = 4,
         data_dim: int = 784,
+        standardized_flow: bool = True,
     ):
         super().__init__()
         if latent_dim < 1 or flow_length < 0 or hidden < 1 or num_hidden_layers < 1 or data_dim < 1:
@@ -158,7 +169,9 @@ class VAE(nn.Module):
             latent_dim=int(latent_dim), flow_length=int(flow_length), hidden=int(hidden),
             num_hidden_layers=int(num_hidden_layers), activation=activation,
             maxout_window=int(maxout_window), data_dim=int(data_dim),
+            standardized_flow=bool(standardized_flow),
         )
+        self.standardized_flow = bool(standardized_flow)
         self.latent_dim = latent_dim
         self.flow_length = flow_length
         self.data_dim = data_dim
@@ -173,11 +186,18 @@ class VAE(nn.Module):
             _mlp([latent_dim] + trunk, activation, maxout_window), nn.Linear(hidden, data_dim)
         )
         with torch.no_grad():
-            # start with a broad q_0 (sigma = 1) and small flow parameters (f_k near identity)
+            # start with a broad q_0 (sigma = 1), and flows that depend little on x at first
             self.encoder_gaussian.weight.mul_(0.1)
             self.encoder_gaussian.bias.zero_()
             if self.encoder_flow is not None:
                 self.encoder_flow.weight.mul_(0.1)
+                # w_k of norm ~1 (as PlanarFlow's init), u_k = b_k = 0. A small w would be
+                # harmful: App. A.1's u_hat = u + [m(w.u) - w.u] w / ||w||^2 has a part of
+                # length ~0.31 / ||w|| along w (m(0) = -0.31), so a tiny w turns the layer into
+                # a large shift of z; a 0.05-scale w made 2-D K = 16 models train worse than K = 0.
+                num_w = flow_length * latent_dim
+                self.encoder_flow.bias.zero_()
+                self.encoder_flow.bias[:num_w].copy_(torch.randn(num_w) / math.sqrt(latent_dim))
 
     # ----------------------------------------------------------------- encoder / decoder
 
@@ -243,8 +263,10 @@ class VAE(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Draw z_K ~ q_K(.|x) by the reparameterization trick, with log q_K(z_K|x) (Eq. 13).
 
-        z_0 = mu + sigma * eps, eps ~ N(0, I);  z_K = flow(z_0);
-        log q_K(z_K|x) = log N(z_0; mu, sigma^2) - sum_k log|det_k|.
+        Paper's order (``standardized_flow=False``): z_0 = mu + sigma * eps, z_K = flow(z_0).
+        Default (``standardized_flow=True``): z_K = mu + sigma * flow(eps), the same family (see
+        the class docstring). Either way
+        log q_K(z_K|x) = log N(eps; 0, I) - sum_j log sigma_j - sum_k log|det_k|.
 
         Args:
             x: (B, data_dim). num_samples: S. generator: random numbers of eps.
@@ -258,11 +280,14 @@ class VAE(nn.Module):
         mu, log_sigma, flow_params = self.encode(x) if params is None else params
         eps = torch.randn((num_samples,) + tuple(mu.shape), generator=generator,
                           device=mu.device, dtype=mu.dtype)
-        z_0 = mu + torch.exp(log_sigma) * eps
+        sigma = torch.exp(log_sigma)
         log_q = -0.5 * (eps * eps).sum(-1) - log_sigma.sum(-1) - 0.5 * self.latent_dim * LOG_2PI
         if flow_params is None:
-            return z_0, log_q
-        z_k, sum_log_det = planar_flow(z_0, *flow_params)
+            return mu + sigma * eps, log_q
+        if self.standardized_flow:  # z_K = mu + sigma * flow(eps)
+            eps_k, sum_log_det = planar_flow(eps, *flow_params)
+            return mu + sigma * eps_k, log_q - sum_log_det
+        z_k, sum_log_det = planar_flow(mu + sigma * eps, *flow_params)  # z_K = flow(mu + sigma eps)
         return z_k, log_q - sum_log_det
 
     def log_weights(self, x: Tensor, num_samples: int = 1,
@@ -284,12 +309,19 @@ def build_vae(config: dict[str, Any]) -> VAE:
         ValueError: on unknown keys (names the expected ones).
     """
     allowed = {"latent_dim", "flow_length", "hidden", "num_hidden_layers", "activation",
-               "maxout_window", "data_dim"}
+               "maxout_window", "data_dim", "standardized_flow"}
     unknown = set(config) - allowed
     if unknown:
         raise ValueError(f"unknown VAE config keys {sorted(unknown)}; expected a subset of "
                          f"{sorted(allowed)}")
-    return VAE(**config)
+    return VAE(**complete_config(config))
+
+
+def complete_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with the keys that older checkpoints lack filled in: checkpoints written before
+    ``standardized_flow`` existed (Part 4's sweep) used the paper's order,
+    z_K = flow(mu + sigma * eps), so a config without the key means False."""
+    return {"standardized_flow": False, **config}
 
 
 # --------------------------------------------------------------------------- the bound
@@ -416,7 +448,8 @@ def log_q_at(model: VAE, x: Tensor, z_k: Tensor) -> Tensor:
     """Exact log q_K(z_K|x) at arbitrary points, by inverting the per-example flow.
 
     z_0 = f_1^{-1} o ... o f_K^{-1}(z_K) (``flows.planar_inverse``, layer by layer), then
-    log q_K(z_K|x) = log N(z_0; mu(x), sigma(x)^2) - sum_k log|det df_k/dz_{k-1}| (Eq. 13).
+    log q_K(z_K|x) = log N(z_0; mu(x), sigma(x)^2) - sum_k log|det df_k/dz_{k-1}| (Eq. 13)
+    (with ``standardized_flow`` the layers act on (z - mu) / sigma instead).
 
     Args:
         model: a ``VAE``. x: (B, data_dim). z_k: (G, B, D) points (G per example).
@@ -430,7 +463,8 @@ def log_q_at(model: VAE, x: Tensor, z_k: Tensor) -> Tensor:
             f"z_k must have shape (G, {mu.shape[0]}, {mu.shape[1]}) (G points per example); "
             f"received {tuple(z_k.shape)}"
         )
-    z = z_k
+    standardized = flow_params is not None and model.standardized_flow
+    z = (z_k - mu) * torch.exp(-log_sigma) if standardized else z_k
     sum_log_det = z.new_zeros(z.shape[:-1])
     if flow_params is not None:
         w, u, b = flow_params
@@ -440,7 +474,7 @@ def log_q_at(model: VAE, x: Tensor, z_k: Tensor) -> Tensor:
             z = planar_inverse(z, w[:, k], u_hat[:, k], b[:, k])
             h = torch.tanh((z * w[:, k]).sum(-1) + b[:, k])
             sum_log_det = sum_log_det + torch.log1p((1.0 - h * h) * w_dot_u[:, k])
-    eps = (z - mu) * torch.exp(-log_sigma)
+    eps = z if standardized else (z - mu) * torch.exp(-log_sigma)
     log_q0 = -0.5 * (eps * eps).sum(-1) - log_sigma.sum(-1) - 0.5 * model.latent_dim * LOG_2PI
     return log_q0 - sum_log_det
 

@@ -76,11 +76,15 @@ def test_bernoulli_log_likelihood_against_direct_formula():
     torch.testing.assert_close(model.log_prob_x_given_z(x, z), expected)
 
 
+@pytest.mark.parametrize("standardized", [True, False])
 @pytest.mark.parametrize("num_samples", [3, 4])  # S != K and S == K (broadcasting traps)
-def test_log_q_matches_change_of_variables_with_autograd_jacobian(num_samples):
-    """log q_K(z_K|x) = log N(z_0; mu, sigma^2) - log|det dz_K/dz_0| (Eq. 13), the Jacobian of
-    the whole K-layer map taken by autograd on a per-layer implementation."""
-    model = tiny_vae(4, latent_dim=3, dtype=torch.float64)
+def test_log_q_matches_change_of_variables_with_autograd_jacobian(num_samples, standardized):
+    """log q_K(z_K|x) = log N(eps; 0, I) - log|det dz_K/d eps| (Eq. 13) for the whole map
+    eps -> z_K, its Jacobian taken by autograd on a per-layer implementation; the map is
+    mu + sigma * flow(eps) (standardized) or flow(mu + sigma * eps) (the paper's order)."""
+    torch.manual_seed(0)
+    model = VAE(latent_dim=3, flow_length=4, hidden=16, data_dim=DATA_DIM,
+                standardized_flow=standardized).double()
     x = binary_batch(2, torch.float64)
     params = model.encode(x)
     mu, log_sigma, (w, u, b) = params
@@ -88,7 +92,8 @@ def test_log_q_matches_change_of_variables_with_autograd_jacobian(num_samples):
     z_k, log_q = model.posterior_sample(x, num_samples, generator, params=params)
     assert log_q.requires_grad  # the training path of planar_flow
     eps = torch.randn(num_samples, 2, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    z_0 = mu + log_sigma.exp() * eps
+    standard_normal = MultivariateNormal(torch.zeros(3, dtype=torch.float64),
+                                         torch.eye(3, dtype=torch.float64))
     for i in range(2):
         u_hat = constrain_u(w[i], u[i])
 
@@ -97,12 +102,20 @@ def test_log_q_matches_change_of_variables_with_autograd_jacobian(num_samples):
                 z = planar_transform(z, w[i, k], u_hat[k], b[i, k])[0]
             return z
 
+        def sample_map(e, i=i, layers=layers):
+            if standardized:
+                return mu[i] + log_sigma[i].exp() * layers(e)
+            return layers(mu[i] + log_sigma[i].exp() * e)
+
         for s in range(num_samples):
-            torch.testing.assert_close(z_k[s, i], layers(z_0[s, i]))
-            log_det = torch.linalg.slogdet(jacobian(layers, z_0[s, i])).logabsdet
-            base = MultivariateNormal(mu[i], torch.diag(torch.exp(2 * log_sigma[i])))
-            expected = base.log_prob(z_0[s, i]) - log_det
+            torch.testing.assert_close(z_k[s, i], sample_map(eps[s, i]))
+            log_det = torch.linalg.slogdet(jacobian(sample_map, eps[s, i])).logabsdet
+            expected = standard_normal.log_prob(eps[s, i]) - log_det
             assert abs(float(log_q[s, i].detach() - expected.detach())) < 1e-9
+        # log_q_at inverts the same map at the sampled points
+        with torch.no_grad():
+            torch.testing.assert_close(vae.log_q_at(model, x, z_k.detach()), log_q.detach(),
+                                       atol=1e-8, rtol=0)
 
 
 def test_bad_input_shape_names_expected_and_received():
@@ -278,3 +291,27 @@ def test_grid_kl_of_a_flow_posterior_matches_log_px_minus_elbo():
     assert abs(grid.kl - float(model.exact_log_px(x[:1]) - elbo)) < 0.03
     with pytest.raises(ValueError, match="2-D latent"):
         vae.grid_posterior(tiny_vae(0, latent_dim=3), torch.zeros(1, DATA_DIM))
+
+
+def test_standardized_flow_equals_a_planar_flow_on_z0_with_rescaled_parameters():
+    """The docstring's claim: layers (w, u_hat, b) on eps, then mu + sigma * (.), equal layers
+    (w / sigma, sigma * u_hat, b - (w / sigma).mu) on z_0 = mu + sigma * eps (same w.u_hat)."""
+    from nfutils.flows import planar_flow
+
+    torch.manual_seed(0)
+    model = VAE(latent_dim=3, flow_length=5, hidden=16, data_dim=DATA_DIM).double()
+    x = binary_batch(4, torch.float64)
+    with torch.no_grad():
+        mu, log_sigma, (w, u, b) = params = model.encode(x)
+        z_k, log_q = model.posterior_sample(x, 6, torch.Generator().manual_seed(1), params=params)
+        eps = torch.randn(6, 4, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        sigma = log_sigma.exp().unsqueeze(1)  # (B, 1, D)
+        u_hat = constrain_u(w, u)
+        w_z, u_z = w / sigma, sigma * u_hat
+        b_z = b - (w_z * mu.unsqueeze(1)).sum(-1)
+        torch.testing.assert_close((w_z * u_z).sum(-1), (w * u_hat).sum(-1))
+        z_paper, log_det = planar_flow(mu + log_sigma.exp() * eps, w_z, u_z, b_z, constrain=False)
+    torch.testing.assert_close(z_paper, z_k)
+    log_q_paper = (-0.5 * (eps * eps).sum(-1) - log_sigma.sum(-1) - 1.5 * math.log(2 * math.pi)
+                   - log_det)
+    torch.testing.assert_close(log_q_paper, log_q)
