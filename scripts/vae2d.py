@@ -2,6 +2,7 @@
 
     python scripts/vae2d.py train            # train (or resume) vae2d_K0 and vae2d_K16
     python scripts/vae2d.py curves           # learning curves -> data/vae2d_learning_curves.json
+    python scripts/vae2d.py curves --flow-lengths 16 --merge   # redo only K = 16's runs
     python scripts/vae2d.py train --epochs 2 --time-budget 540   # a piece of < 10 minutes
 
 ``train`` keeps the full training state (model, optimizer, RNG, history) under
@@ -34,7 +35,7 @@ CURVES_PATH = ROOT / "data" / "vae2d_learning_curves.json"
 #: The full-run budget of the two models of Part 3 (the notebook's parameters cell repeats it).
 TRAIN_DEFAULTS = dict(num_epochs=30, batch_size=100, num_samples=1, lr=1e-3, anneal=True)
 #: The learning-curve budget of figure (d): a 10,000-image training subset, 100 steps an epoch.
-CURVE_DEFAULTS = dict(num_epochs=20, train_size=10_000, test_size=2_000, batch_size=100,
+CURVE_DEFAULTS = dict(num_epochs=10, train_size=10_000, test_size=2_000, batch_size=100,
                       lr=1e-3, flow_lengths=(0, 16), samples=(1, 10), seeds=(0, 1, 2))
 
 
@@ -139,6 +140,8 @@ def main() -> None:
     parser.add_argument("--time-budget", type=float, default=None,
                         help="seconds per model before a clean stop (train only)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--merge", action="store_true",
+                        help="curves: replace only these flow lengths' runs in the existing JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -153,6 +156,15 @@ def main() -> None:
     else:
         result = learning_curves(num_epochs=args.epochs or CURVE_DEFAULTS["num_epochs"],
                                  flow_lengths=tuple(args.flow_lengths))
+        if args.merge and CURVES_PATH.exists():
+            old = json.loads(CURVES_PATH.read_text())
+            same = {k: v for k, v in old["config"].items() if k != "flow_lengths"}
+            if same != {k: v for k, v in result["config"].items() if k != "flow_lengths"}:
+                raise SystemExit("--merge needs the same budget as the existing curves")
+            kept = [run for run in old["runs"] if run["flow_length"] not in args.flow_lengths]
+            result["runs"] = sorted(kept + result["runs"],
+                                    key=lambda r: (r["flow_length"], r["num_samples"], r["seed"]))
+            result["config"]["flow_lengths"] = sorted({r["flow_length"] for r in result["runs"]})
         save_curves(result)
         print(f"wrote {CURVES_PATH.relative_to(ROOT)}")
     print(f"total {time.perf_counter() - start:.0f} s")
