@@ -4,6 +4,7 @@
     python scripts/vae2d.py curves           # learning curves -> data/vae2d_learning_curves.json
     python scripts/vae2d.py curves --flow-lengths 16 --merge   # redo only K = 16's runs
     python scripts/vae2d.py train --epochs 2 --time-budget 540   # a piece of < 10 minutes
+    python scripts/vae2d.py train --flow-lengths 16 --paper-order  # flows on z_0 (the paper's form)
 
 ``train`` keeps the full training state (model, optimizer, RNG, history) under
 ``outputs/runs/`` (not committed) and resumes from it; when a model has finished it writes the
@@ -53,21 +54,28 @@ def _budget(history: training.VAEHistory, dev: torch.device) -> dict[str, Any]:
 def train_model(flow_length: int, num_epochs: int = TRAIN_DEFAULTS["num_epochs"],
                 time_budget: float | None = None, seed: int = 0, progress: bool = True,
                 run_dir: Path = RUN_DIR, out_path: Path | None = None,
+                standardized_flow: bool = True,
                 **fit_kwargs: Any) -> tuple[vae.VAE, training.VAEHistory]:
     """Train (or resume) the 2-D VAE with K = ``flow_length`` on binarized MNIST.
 
     Returns the model and its history; when the run has finished, also writes the float16
-    checkpoint (``out_path``, default ``checkpoint_path(flow_length)``).
+    checkpoint (``out_path``, default ``checkpoint_path(flow_length)``; with
+    ``standardized_flow=False``, the paper's order of flow and affine map, the file name ends
+    in ``_paper_order``).
     """
     dev = device()
     torch.manual_seed(seed)
-    model = vae.VAE(latent_dim=2, flow_length=flow_length).to(dev)
+    model = vae.VAE(latent_dim=2, flow_length=flow_length,
+                    standardized_flow=standardized_flow).to(dev)
+    suffix = "" if standardized_flow or flow_length == 0 else "_paper_order"
+    if out_path is None and suffix:
+        out_path = CHECKPOINT_DIR / f"vae2d_K{flow_length}{suffix}.pt"
     train_images, _ = data.load_mnist("train")
     test_images, _ = data.binarized_test_set()
     settings = {**TRAIN_DEFAULTS, "num_epochs": num_epochs, **fit_kwargs}
     history = training.fit_vae(
         model, train_images, test_images, **settings, seed=seed, progress=progress,
-        checkpoint_path=Path(run_dir) / f"vae2d_K{flow_length}.state.pt",
+        checkpoint_path=Path(run_dir) / f"vae2d_K{flow_length}{suffix}.state.pt",
         checkpoint_every=1000, time_budget=time_budget,
     )
     if history.finished:
@@ -140,6 +148,8 @@ def main() -> None:
     parser.add_argument("--time-budget", type=float, default=None,
                         help="seconds per model before a clean stop (train only)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--paper-order", action="store_true",
+                        help="train: flows on z_0 = mu + sigma eps (the paper's form) instead of on eps")
     parser.add_argument("--merge", action="store_true",
                         help="curves: replace only these flow lengths' runs in the existing JSON")
     args = parser.parse_args()
@@ -148,7 +158,8 @@ def main() -> None:
     if args.what == "train":
         for flow_length in args.flow_lengths:
             _, history = train_model(flow_length, args.epochs or TRAIN_DEFAULTS["num_epochs"],
-                                     time_budget=args.time_budget)
+                                     time_budget=args.time_budget,
+                                     standardized_flow=not args.paper_order)
             state = "finished" if history.finished else "stopped (time budget); run again"
             print(f"K={flow_length}: {state}; epochs {len(history.epochs)}, test ELBO "
                   f"{history.test_elbo[-1] if history.test_elbo else float('nan'):.2f}, "
