@@ -94,6 +94,16 @@ def _kill_leftover_kernels(runtime_dir: Path) -> None:
             continue
 
 
+def _terminate_with_parent() -> None:
+    """In the server's process (before exec): get SIGTERM if pytest itself dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _scratch_copy(workspace: Path) -> None:
     """What the notebooks need from the repository: pyproject.toml (they find the root by it),
     notebooks/, empty imgs/, data/ (checkpoints copied, MNIST linked: nfutils reads it from the
@@ -144,7 +154,8 @@ def jupyter_lab(tmp_path_factory):
     base_url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
         server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, start_new_session=True)
+                                  stdin=subprocess.DEVNULL, start_new_session=True,
+                                  preexec_fn=_terminate_with_parent)
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while True:
