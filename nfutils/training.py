@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .data import batches, binarize
 from .flows import NormalizingFlow, annealed_beta, free_energy
-from .vae import VAE, bound, build_vae
+from .vae import VAE, bound, build_vae, complete_config
 
 __all__ = ["NonFiniteLossError", "FitHistory", "fit_flow", "kl_estimate"]
 
@@ -408,7 +408,7 @@ def fit_vae(
 
     if checkpoint_path is not None and Path(checkpoint_path).is_file():
         state = load_checkpoint(checkpoint_path, map_location=device)
-        if state["config"] != model.config:
+        if complete_config(state["config"]) != model.config:
             raise ValueError(
                 f"checkpoint {checkpoint_path} was made for a VAE with config {state['config']}, "
                 f"not {model.config}; delete it or build the model with build_vae(config)"

@@ -84,7 +84,9 @@ def train_epoch(flow_length: int, target_epochs: int, seed: int = 0, progress: b
     export its float16 checkpoint with history and budget."""
     dev = device()
     torch.manual_seed(seed + 1000 * flow_length)
-    model = vae.VAE(latent_dim=LATENT_DIM, flow_length=flow_length).to(dev)
+    # the paper's order z_K = flow(mu + sigma * eps) (the sweep's checkpoints were made with it)
+    model = vae.VAE(latent_dim=LATENT_DIM, flow_length=flow_length,
+                    standardized_flow=False).to(dev)
     train_images, _ = data.load_mnist("train")
     test_images, _ = data.binarized_test_set()
     history = training.fit_vae(
