@@ -54,5 +54,12 @@ e2e-tests: $(STAMP)
 
 test: unit-tests notebook-tests e2e-tests
 
+# Speed of a Part 1 training step against normflows, and of a VAE step (issue 7; README
+# "Performance"). Installs the optional extra with normflows, torch kept at the pin.
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]" "$(TORCH_PIN)"
+	$(PY) -m benchmarks.flows
+	$(PY) -m benchmarks.vae
+
 clean-venv:
 	rm -rf $(VENV)

@@ -23,9 +23,12 @@ the overhead of each tensor operation, not by arithmetic: all ``u_hat`` at once,
 log-det in a single ``log1p`` after the loop, and, when gradients are needed, a custom
 ``torch.autograd.Function`` whose forward runs three fused operations per layer and whose
 backward runs one reverse loop with the analytic derivatives (``_PlanarStackShared`` for
-parameters shared by all points, ``_PlanarStackPerExample`` for per-example parameters). The
-plain per-layer computation (``planar_transform`` + ``constrain_u``) is the reference the tests
-compare them with; ``benchmarks/flows.py`` measures them.
+parameters shared by all points, ``_PlanarStackPerExample`` for per-example parameters).
+The Function also applies App. A.1 and, in ``NormalizingFlow.rsample``, draws from the
+Gaussian base, so that a Part 1 training step records a single autograd node for q_K. Without
+gradients (sampling, evaluation, figures) a plain loop runs. The plain per-layer computation
+(``planar_transform`` + ``constrain_u``) is the reference the tests compare them with
+(tests/test_flows_fast.py); ``benchmarks/flows.py`` measures them.
 """
 
 from __future__ import annotations
