@@ -31,13 +31,13 @@ notebooks: $(STAMP)
 ifeq ($(QUICK),)
 	@for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb (full mode)"; \
-	  ( cd notebooks && ../$(VENV)/bin/papermill --cwd . "$$(basename $$nb)" "$$(basename $$nb)" ) || exit 1; \
+	  ( cd notebooks && ../$(VENV)/bin/papermill --execution-timeout 1800 --cwd . "$$(basename $$nb)" "$$(basename $$nb)" ) || exit 1; \
 	done
 else
 	@mkdir -p outputs
 	@for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb (quick mode) -> outputs/"; \
-	  NF_QUICK=1 $(VENV)/bin/papermill --cwd notebooks "$$nb" "outputs/$$(basename $$nb)" || exit 1; \
+	  NF_QUICK=1 $(VENV)/bin/papermill --execution-timeout 600 --cwd notebooks "$$nb" "outputs/$$(basename $$nb)" || exit 1; \
 	done
 endif
 
