@@ -15,6 +15,14 @@ from nfutils.flows import PlanarFlow, constrain_u, planar_flow, planar_transform
 F64 = dict(dtype=torch.float64)
 
 
+@pytest.fixture(params=[True, False], ids=["numpy-loops", "torch-loops"])
+def loop_backend(request, monkeypatch):
+    """Run a test with the shared stack's per-layer loops in NumPy (the CPU default) and in
+    torch (what CUDA runs), so that both are checked against the reference."""
+    monkeypatch.setattr(flows, "NUMPY_LOOPS_ON_CPU", request.param)
+    return request.param
+
+
 def per_layer_log_q(log_q0, z, w, u, b, constrain=True):
     """log q_K = log q_0 - sum_k log|det_k| with one planar_transform per layer (Eq. 13)."""
     u_hat = constrain_u(w, u) if constrain else u
@@ -42,7 +50,7 @@ def test_fast_path_is_the_one_used_when_training():
 
 @pytest.mark.parametrize("dim", [2, 5])
 @pytest.mark.parametrize("constrain", [True, False])
-def test_shared_log_q_and_gradients_equal_per_layer_computation(dim, constrain):
+def test_shared_log_q_and_gradients_equal_per_layer_computation(dim, constrain, loop_backend):
     torch.manual_seed(1)
     model = flows.make_flow("planar", dim, 12).double()
     model.flow.constrain = constrain
@@ -95,7 +103,7 @@ def test_per_example_log_q_and_gradients_equal_per_layer_computation(z_shape, pa
 
 
 @pytest.mark.parametrize("constrain", [True, False])
-def test_gradcheck_shared(constrain):
+def test_gradcheck_shared(constrain, loop_backend):
     w, b = leaf(6, 3), leaf(6)
     u = constrain_u(w.detach(), torch.randn(6, 3, **F64)).requires_grad_()
     z = leaf(8, 3)
@@ -110,7 +118,7 @@ def test_gradcheck_per_example_broadcast():
     assert torch.autograd.gradcheck(planar_flow, (z, w, u, b))
 
 
-def test_no_grad_and_grad_paths_agree():
+def test_no_grad_and_grad_paths_agree(loop_backend):
     flow = PlanarFlow(2, 20).double()
     with torch.no_grad():
         flow.u.normal_()
@@ -122,7 +130,7 @@ def test_no_grad_and_grad_paths_agree():
     assert torch.allclose(log_det, log_det_plain, atol=1e-12)
 
 
-def test_gradcheck_shared_with_base():
+def test_gradcheck_shared_with_base(loop_backend):
     # NormalizingFlow.rsample's training path: base N(mu, sigma^2) and stack in one node
     eps = torch.randn(8, 3, **F64)
     w, b, mu, log_sigma = leaf(5, 3), leaf(5), leaf(3), leaf(3, scale=0.3)
@@ -143,3 +151,19 @@ def test_rsample_training_path_draws_the_same_samples_as_sampling():
     with torch.no_grad():
         z_plain, log_q_plain = model.rsample(40, generator=torch.Generator().manual_seed(5))
     assert torch.allclose(z_k, z_plain, atol=1e-12) and torch.allclose(log_q, log_q_plain, atol=1e-12)
+
+
+def test_numpy_and_torch_loops_agree_in_float32(monkeypatch):
+    # the training dtype: both loop backends give the same samples, log q and gradients
+    model = flows.make_flow("planar", 2, 32)
+    with torch.no_grad():
+        model.flow.u.normal_()
+        model.flow.b.normal_()
+    results = []
+    for numpy_loops in (True, False):
+        monkeypatch.setattr(flows, "NUMPY_LOOPS_ON_CPU", numpy_loops)
+        z_k, log_q = model.rsample(500, generator=torch.Generator().manual_seed(2))
+        loss = (log_q + (z_k ** 2).sum(-1)).mean()
+        results.append((z_k, log_q, *torch.autograd.grad(loss, list(model.parameters()))))
+    for numpy_value, torch_value in zip(*results):
+        assert torch.allclose(numpy_value, torch_value, rtol=1e-5, atol=1e-5)
