@@ -1018,7 +1018,7 @@ def free_energy(log_q: Tensor, U_values: Tensor, beta: float = 1.0) -> Tensor:
             f"log_q and U_values must have the same shape (n,); received {tuple(log_q.shape)} "
             f"and {tuple(U_values.shape)}"
         )
-    return (log_q + beta * U_values).mean()
+    return torch.add(log_q, U_values, alpha=beta).mean()  # one operation for log_q + beta U
 
 
 def annealed_beta(step: int, start: float = 0.01, num_steps: int = 10_000) -> float:

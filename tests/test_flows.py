@@ -288,6 +288,9 @@ def test_free_energy_and_annealing():
     U = torch.tensor([3.0, 5.0])
     assert float(free_energy(log_q, U)) == pytest.approx(5.5)
     assert float(free_energy(log_q, U, beta=0.5)) == pytest.approx(1.5 + 2.0)
+    U.requires_grad_()
+    (grad_U,) = torch.autograd.grad(free_energy(log_q, U, beta=0.3), U)
+    assert torch.allclose(grad_U, torch.full((2,), 0.3 / 2))  # d/dU mean(log_q + beta U)
     assert annealed_beta(0) == pytest.approx(0.01)
     assert annealed_beta(5_000) == pytest.approx(0.51)
     assert annealed_beta(9_900) == 1.0 and annealed_beta(50_000) == 1.0
