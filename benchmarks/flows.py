@@ -13,7 +13,8 @@ diagonal-Gaussian base, trained on the same target (``nfutils.potentials.U1``):
 * ``nfutils eager stacked loop``: nfutils' stacked parameters run as a plain loop of tensor
   operations (``flows._planar_flow_eager``; autograd records every operation);
 * ``nfutils fast path, default Adam``: ``flows.make_flow("planar", 2, K)``, whose training
-  path is one custom autograd Function with an analytic backward;
+  path is one custom autograd Function with an analytic backward (its per-layer loops in NumPy
+  on the CPU);
 * ``nfutils (as fit_flow runs it)``: the same with ``training.make_optimizer`` (fused Adam),
   which is what ``training.fit_flow`` and so the notebooks run; the targets apply to it;
 * ``nfutils eager loop, torch.compile`` (with ``--compile``): the eager stacked loop under
@@ -25,7 +26,8 @@ Timings are interleaved round robin (see ``benchmarks.round_robin``), medians ov
 are normflows' median over each implementation's, measured in the same run, so that the load
 of other processes on a shared machine affects both sides alike.
 
-Run: ``python -m benchmarks.flows`` (about 3 minutes on an idle 2-core machine).
+Run: ``python -m benchmarks.flows`` (about 75 s on an idle 2-core machine); the README's table
+is ``benchmarks/results/flows_cpu.md``, written by this command.
 """
 
 from __future__ import annotations
