@@ -400,9 +400,10 @@ class _PlanarStackShared(torch.autograd.Function):
     one reverse loop of three operations per layer (``addmv``, ``mul_``, ``addr``); the sums
     over points are batched after the loop. On the CPU both loops run as three NumPy calls per
     layer on the same memory (``_shared_forward_loop_numpy``, ``_shared_backward_loop_numpy``;
-    ``NUMPY_LOOPS_ON_CPU``), the rest as torch operations. With ``constrain``, u_hat = u + beta w / ||w||^2,
-    beta = m(w.u) - w.u (App. A.1), is computed inside too, and the gradient with respect to
-    u_hat, G, is carried back to the free parameters by hand, with t = G.w:
+    ``NUMPY_LOOPS_ON_CPU``), the rest as torch operations. With ``constrain``,
+    u_hat = u + beta w / ||w||^2, beta = m(w.u) - w.u (App. A.1), is computed inside too, and
+    the gradient with respect to u_hat, G, is carried back to the free parameters by hand, with
+    t = G.w:
 
         dL/du = G + beta' t w / ||w||^2,
         dL/dw += beta G / ||w||^2 + beta' t u / ||w||^2 - 2 beta t w / ||w||^4,
