@@ -139,6 +139,7 @@ __all__ += [
     "CheckpointError",
     "VAEHistory",
     "make_optimizer",
+    "warmup_cosine",
     "evaluate_elbo",
     "fit_vae",
     "save_checkpoint",
@@ -164,6 +165,9 @@ class VAEHistory:
         seconds: training wall time, summed over resumed pieces.
         resumed_from: the global steps at which this run resumed from a checkpoint.
         finished: True when all epochs ran (False after a time-budget stop).
+        epoch_max_grad_norm, epoch_clipped_steps: per completed epoch, with gradient clipping
+            on, the largest gradient norm before clipping and the number of steps it clipped
+            (empty without clipping).
     """
 
     steps: list[int] = field(default_factory=list)
@@ -174,6 +178,8 @@ class VAEHistory:
     seconds: float = 0.0
     resumed_from: list[int] = field(default_factory=list)
     finished: bool = False
+    epoch_max_grad_norm: list[float] = field(default_factory=list)
+    epoch_clipped_steps: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -204,6 +210,34 @@ def make_optimizer(params, name: str = "adam", lr: float = 1e-3,
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, momentum=momentum)
     raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {name!r}")
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int = 0) -> float:
+    """Learning-rate multiplier: a linear warm-up from ~0 to 1 over ``warmup_steps``, then a
+    cosine decay to 0 at ``total_steps``.
+
+        m(t) = (t + 1) / T_w                                      for t < T_w,
+        m(t) = (1 + cos(pi (t - T_w) / (T - T_w))) / 2            for T_w <= t < T,
+        m(t) = 0                                                  for t >= T.
+
+    The warm-up keeps Adam's first updates small while its second-moment estimates are still
+    noisy; the decay to zero lets the last epochs settle into a minimum instead of bouncing
+    around it at a constant step size.
+
+    Args:
+        step: t, the global step about to be taken (from 0).
+        total_steps: T, the step at which the multiplier reaches 0.
+        warmup_steps: T_w (0: no warm-up).
+    """
+    if total_steps < 1 or not 0 <= warmup_steps < total_steps:
+        raise ValueError(f"need total_steps >= 1 and 0 <= warmup_steps < total_steps; got "
+                         f"{total_steps} and {warmup_steps}")
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if step >= total_steps:
+        return 0.0
+    progress = (step - warmup_steps) / (total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @torch.no_grad()
@@ -459,7 +493,10 @@ def fit_vae(
                 opt.zero_grad(set_to_none=True)
                 terms.loss.backward()
                 if max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                                     max_grad_norm))
+                    acc["grad_norm_max"] = max(acc.get("grad_norm_max", 0.0), grad_norm)
+                    acc["clipped"] = acc.get("clipped", 0) + int(grad_norm > max_grad_norm)
                 if lr_schedule is not None:
                     for group in opt.param_groups:
                         group["lr"] = lr * float(lr_schedule(step))
@@ -484,6 +521,9 @@ def fit_vae(
                     history.epochs.append(step // steps_per_epoch)
                     history.epoch_train_elbo.append(acc["epoch_sum"] / max(acc["epoch_count"], 1))
                     acc["epoch_sum"], acc["epoch_count"] = 0.0, 0
+                    if max_grad_norm is not None:
+                        history.epoch_max_grad_norm.append(acc.pop("grad_norm_max", 0.0))
+                        history.epoch_clipped_steps.append(acc.pop("clipped", 0))
                     if test_images is not None:
                         model.eval()
                         history.test_elbo.append(

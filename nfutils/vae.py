@@ -76,6 +76,7 @@ __all__ = [
     "GridPosterior",
     "grid_posterior",
     "ACTIVATIONS",
+    "identity_planar_params",
     "DEFAULT_ACTIVATION",
 ]
 
@@ -117,6 +118,32 @@ def _mlp(sizes: list[int], activation: str, maxout_window: int) -> nn.Sequential
             layers.append({"relu": nn.ReLU, "elu": nn.ELU, "softplus": nn.Softplus,
                            "tanh": nn.Tanh}[activation]())
     return nn.Sequential(*layers)
+
+
+#: The argument a at which App. A.1's m(a) = -1 + softplus(a) vanishes: a = log(e - 1).
+IDENTITY_W_DOT_U = math.log(math.e - 1.0)
+
+
+def identity_planar_params(latent_dim: int, flow_length: int,
+                           generator: torch.Generator | None = None) -> Tensor:
+    """Flat planar parameters (w, u, b) of K layers that are each the identity map.
+
+    A planar layer f(z) = z + u_hat h(w.z + b) is the identity when u_hat = 0. With App. A.1,
+    u_hat = u + [m(w.u) - w.u] w / ||w||^2, and u = a w / ||w||^2 with m(a) = 0, i.e.
+    a = log(e - 1) = 0.541, gives w.u = a and so u_hat = u - a w / ||w||^2 = 0. The w_k are
+    drawn with norm ~1 (entries N(0, 1/D)) so that the layers can bend q as soon as u_hat moves
+    away from 0; b_k = 0. With the encoder's last flow layer set to zero weights and these
+    biases, every layer starts at the identity for every x, so q_K = q_0 at the start of
+    training whatever K. (With u = 0 instead, every layer has w.u_hat = m(0) = -0.31, a
+    contraction, and 80 of them shrink q_0's volume by about 80 * 0.31 nats at the start.)
+
+    Returns:
+        (K (2D + 1),) laid out as ``split_planar_params`` reads it.
+    """
+    w = torch.randn(flow_length, latent_dim, generator=generator) / math.sqrt(latent_dim)
+    u = IDENTITY_W_DOT_U * w / (w * w).sum(-1, keepdim=True)
+    b = torch.zeros(flow_length)
+    return torch.cat([w.reshape(-1), u.reshape(-1), b])
 
 
 class VAE(nn.Module):
@@ -190,14 +217,8 @@ class VAE(nn.Module):
             self.encoder_gaussian.weight.mul_(0.1)
             self.encoder_gaussian.bias.zero_()
             if self.encoder_flow is not None:
-                self.encoder_flow.weight.mul_(0.1)
-                # w_k of norm ~1 (as PlanarFlow's init), u_k = b_k = 0. A small w would be
-                # harmful: App. A.1's u_hat = u + [m(w.u) - w.u] w / ||w||^2 has a part of
-                # length ~0.31 / ||w|| along w (m(0) = -0.31), so a tiny w turns the layer into
-                # a large shift of z; a 0.05-scale w made 2-D K = 16 models train worse than K = 0.
-                num_w = flow_length * latent_dim
-                self.encoder_flow.bias.zero_()
-                self.encoder_flow.bias[:num_w].copy_(torch.randn(num_w) / math.sqrt(latent_dim))
+                self.encoder_flow.weight.zero_()
+                self.encoder_flow.bias.copy_(identity_planar_params(latent_dim, flow_length))
 
     # ----------------------------------------------------------------- encoder / decoder
 

@@ -62,7 +62,7 @@ def test_fit_records_history_and_improves_the_bound(one_thread, tmp_path):
     model = new_model()
     with torch.no_grad():
         before = float(bound(model, test, 50, generator=torch.Generator().manual_seed(0)).elbo.mean())
-    history = fit_vae(model, train, test, **{**FIT, "num_epochs": 6},
+    history = fit_vae(model, train, test, **{**FIT, "num_epochs": 6, "anneal": False},
                       checkpoint_path=tmp_path / "run.pt")
     with torch.no_grad():
         after = float(bound(model, test, 50, generator=torch.Generator().manual_seed(0)).elbo.mean())
@@ -236,3 +236,19 @@ def test_lr_schedule_and_clipping_follow_the_global_step_across_resumes(one_thre
     assert_same_parameters(model, reference)
     state = load_checkpoint(path)
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(FIT["lr"] / 12)
+
+
+def test_warmup_cosine_schedule_against_its_formula():
+    total, warmup = 1000, 100
+    values = [training.warmup_cosine(t, total, warmup) for t in range(total + 5)]
+    assert values[0] == pytest.approx(1 / warmup) and values[warmup - 1] == pytest.approx(1.0)
+    assert values[warmup] == pytest.approx(1.0)
+    assert values[warmup + (total - warmup) // 2] == pytest.approx(0.5)
+    assert values[total - 1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 899 / 900)))
+    assert values[total:] == [0.0] * 5
+    assert all(a <= b for a, b in zip(values[:warmup], values[1:warmup]))  # rising warm-up
+    assert all(a >= b for a, b in zip(values[warmup:], values[warmup + 1:]))  # then falling
+    assert training.warmup_cosine(0, 10) == 1.0  # no warm-up
+    for bad in [(0, 0, 0), (0, 10, 10), (0, 10, -1)]:
+        with pytest.raises(ValueError, match="warmup_steps"):
+            training.warmup_cosine(*bad)

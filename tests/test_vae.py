@@ -315,3 +315,29 @@ def test_standardized_flow_equals_a_planar_flow_on_z0_with_rescaled_parameters()
     log_q_paper = (-0.5 * (eps * eps).sum(-1) - log_sigma.sum(-1) - 1.5 * math.log(2 * math.pi)
                    - log_det)
     torch.testing.assert_close(log_q_paper, log_q)
+
+
+@pytest.mark.parametrize("standardized", [False, True])
+def test_flow_layers_start_at_the_identity(standardized):
+    """A new model's K layers are the identity for every x: z_K = z_0 and sum log|det| = 0,
+    so q_K = q_0 (checked against the flow-free Gaussian with the same noise)."""
+    torch.manual_seed(0)
+    model = VAE(latent_dim=5, flow_length=12, hidden=16, standardized_flow=standardized)
+    x = torch.bernoulli(torch.full((7, 784), 0.3))
+    mu, log_sigma, (w, u, b) = model.encode(x)
+    u_hat = constrain_u(w, u)
+    assert float(u_hat.abs().max()) < 1e-6
+    z_k, log_q = model.posterior_sample(x, 3, generator=torch.Generator().manual_seed(1))
+    eps = torch.randn((3,) + tuple(mu.shape), generator=torch.Generator().manual_seed(1))
+    z_0 = mu + torch.exp(log_sigma) * eps
+    log_q0 = (torch.distributions.Normal(mu, torch.exp(log_sigma)).log_prob(z_0)).sum(-1)
+    torch.testing.assert_close(z_k, z_0, atol=1e-5, rtol=0)
+    torch.testing.assert_close(log_q, log_q0, atol=1e-4, rtol=0)
+
+
+def test_identity_planar_params_give_zero_u_hat_and_unit_norm_w():
+    flat = vae.identity_planar_params(40, 80, generator=torch.Generator().manual_seed(0))
+    w, u, b = vae.split_planar_params(flat, 40, 80)
+    assert float(constrain_u(w, u).abs().max()) < 1e-6
+    assert float(b.abs().max()) == 0.0
+    assert 0.7 < float(w.norm(dim=-1).mean()) < 1.3
