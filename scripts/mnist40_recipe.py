@@ -27,9 +27,9 @@ import torch
 from nfutils import data, training, vae
 
 
-def build(flow_length: int, variant: str, seed: int) -> vae.VAE:
+def build(flow_length: int, variant: str, seed: int, standardized: bool = False) -> vae.VAE:
     torch.manual_seed(seed)
-    model = vae.VAE(latent_dim=40, flow_length=flow_length, standardized_flow=False)
+    model = vae.VAE(latent_dim=40, flow_length=flow_length, standardized_flow=standardized)
     if variant == "zero_u" and model.encoder_flow is not None:
         with torch.no_grad():
             torch.nn.init.kaiming_uniform_(model.encoder_flow.weight, a=math.sqrt(5))
@@ -37,6 +37,10 @@ def build(flow_length: int, variant: str, seed: int) -> vae.VAE:
             num_w = flow_length * 40
             model.encoder_flow.bias.zero_()
             model.encoder_flow.bias[:num_w].copy_(torch.randn(num_w) / math.sqrt(40))
+    if variant == "identity_random_weights" and model.encoder_flow is not None:
+        with torch.no_grad():
+            torch.nn.init.kaiming_uniform_(model.encoder_flow.weight, a=math.sqrt(5))
+            model.encoder_flow.weight.mul_(0.1)
     return model
 
 
@@ -62,13 +66,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--variants", nargs="+", default=["identity", "zero_u", "constant_lr"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-grad-norm", type=float, default=float("inf"),
+                        help="clip the gradient norm (default: no clipping, norms recorded)")
+    parser.add_argument("--standardized", action="store_true",
+                        help="z_K = mu + sigma f(eps) instead of the paper's f(mu + sigma eps)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     train_images = data.load_mnist("train")[0]
     test_images = data.binarized_test_set()[0][:2000]
     steps_per_epoch = 600
     for variant in args.variants:
-        model = build(args.flow_length, variant, args.seed)
+        model = build(args.flow_length, variant, args.seed, args.standardized)
         start_log_det = mean_log_det(model, test_images[:500])
         if variant == "constant_lr":
             schedule = None
@@ -81,12 +89,16 @@ def main() -> None:
             history = training.fit_vae(
                 model, train_images[: args.steps * 100 // epochs], test_images,
                 num_epochs=epochs, lr=args.lr, anneal=False, lr_schedule=schedule,
-                max_grad_norm=float("inf"), seed=args.seed, progress=False)
+                max_grad_norm=args.max_grad_norm, seed=args.seed, progress=False)
             result = (f"test -ELBO (2,000 images) {-history.test_elbo[-1]:8.2f}; "
-                      f"max grad norm {max(history.epoch_max_grad_norm):9.1f}")
+                      f"max grad norm {max(history.epoch_max_grad_norm):9.1f}, "
+                      f"{sum(history.epoch_clipped_steps)} steps clipped")
         except training.NonFiniteLossError as error:
             result = f"stopped: {error}"
-        print(f"K={args.flow_length:2d} {variant:12s} {args.steps} steps: {result}; "
+        label = f"{variant}{' standardized' if args.standardized else ''}"
+        if math.isfinite(args.max_grad_norm):
+            label += f" clip {args.max_grad_norm:g}"
+        print(f"K={args.flow_length:2d} {label}, {args.steps} steps: {result}; "
               f"mean sum log|det| {start_log_det:+.2f} -> "
               f"{mean_log_det(model, test_images[:500]):+.2f}; "
               f"{time.perf_counter() - start:.0f} s", flush=True)
