@@ -24,8 +24,8 @@ quick mode) and draws its table and figure from that evaluation.
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import os
 import platform
 import re
 import time
@@ -39,7 +39,7 @@ from nfutils import data, device, training, vae
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT_DIR = ROOT / "data" / "checkpoints"
 RUN_DIR = ROOT / "outputs" / "runs"
-RESULTS_PATH = ROOT / "data" / "results" / "mnist40.json"
+RESULTS_DIR = ROOT / "data" / "results"
 README_PATH = ROOT / "README.md"
 
 FLOW_LENGTHS = (0, 2, 10, 20, 40, 80)
@@ -74,8 +74,12 @@ STEPS_PER_EPOCH = 600
 
 #: -ln p(x) on the binarized MNIST test set, Table 2 of the paper (K = 2 is not in the table).
 PAPER_NLL = {0: 89.9, 10: 87.5, 20: 86.5, 40: 85.7, 80: 85.1}
-#: The best public reproduction we know of (same K values).
-REPRODUCTION_NLL = {0: 92.58, 10: 88.95, 20: 88.09, 40: 87.45, 80: 87.09}
+#: The best public reproduction we know of: andrehuang/normalizing-flows-reproduce on GitHub,
+#: -ln p(x) on the binarized MNIST test set after 1,000 epochs (RMSprop, lr 1e-5, with KL
+#: annealing); it has no K = 2 row.
+REPRODUCTION_NLL = {0: 91.50, 10: 88.43, 20: 87.84, 40: 87.34, 80: 87.05}
+REPRODUCTION_NOTE = ("andrehuang/normalizing-flows-reproduce (GitHub), 1,000 epochs, RMSprop "
+                     "lr 1e-5, KL annealing.")
 
 
 def checkpoint_path(flow_length: int) -> Path:
@@ -188,119 +192,173 @@ def _epochs_done(flow_length: int, run_dir: Path) -> int:
 
 # --------------------------------------------------------------------------- evaluation
 
+#: What ``evaluate`` measures for every K, on the fixed binarized test set (the same images, the
+#: same binarization and the same random-number streams for every K, so differences are paired):
+#: the bound split into reconstruction and KL (``elbo_samples`` samples per image, all images);
+#: -ln p(x) by importance sampling with S = 200 on all images (the paper's Table 2 setting),
+#: S = 1000 on the first ``paired_images`` (the paired comparison of the Ks) and S = 5000 on the
+#: first ``subset_images`` (how far S = 200 is from convergence).
+EVAL_SETTINGS = dict(test_images=10_000, elbo_samples=10, samples_paper=200,
+                     samples_paired=1000, paired_images=2000, samples_subset=5000,
+                     subset_images=500)
+#: The per-image values of each K, one small file each (``evaluate`` writes it).
+def eval_path(flow_length: int, results_dir: Path = RESULTS_DIR) -> Path:
+    return Path(results_dir) / f"mnist40_eval_K{flow_length}.pt"
+
 
 @torch.no_grad()
-def evaluate_checkpoint(path: Path, test_images: torch.Tensor, samples_full: int = 200,
-                        samples_subset: int = 5000, subset: int = 1000, seed: int = 0,
-                        dev: torch.device | None = None) -> dict[str, Any]:
-    """Evaluate one checkpoint on the fixed binarized test set.
+def evaluate_per_image(model: vae.VAE, test_images: torch.Tensor, settings: dict[str, int],
+                       seed: int = 0) -> dict[str, torch.Tensor]:
+    """Per-image bound terms and log p(x) estimates of one model (float64, on the CPU).
 
-    Returns a dict with K, the budget stored in the checkpoint, and (nats, means over images):
-    ``neg_elbo`` (whole set, 1 sample per x), ``nll_full`` (-ln p(x), S = ``samples_full``,
-    whole set), ``nll_subset_low`` and ``nll_subset_high`` (S = ``samples_full`` and
-    ``samples_subset`` on the first ``subset`` images, same images), ``posterior_gap``
-    (their paired difference), and the evaluation's wall time.
+    Returns a dict of 1-D tensors: ``reconstruction`` and ``kl`` (E[log p(x|z_K)] and
+    E[log q_K - log p(z_K)], all images), ``log_px_paper`` (S = samples_paper, all images),
+    ``log_px_paired`` (S = samples_paired, the first paired_images), ``log_px_subset``
+    (S = samples_subset, the first subset_images). Each estimate has a generator of its own,
+    seeded the same way for every model.
     """
-    dev = dev or device()
-    model, state = training.load_vae(path, dev)
-    start = time.perf_counter()
-    generator = torch.Generator(device=dev).manual_seed(seed)
-    neg_elbo = -training.evaluate_elbo(model, test_images, num_samples=1, seed=seed)
-    log_px = vae.log_likelihood(model, test_images, num_samples=samples_full,
-                                generator=generator)
-    images_subset = test_images[:subset]
-    log_px_subset_high = vae.log_likelihood(model, images_subset, num_samples=samples_subset,
-                                            generator=generator)
-    log_px_subset_low = log_px[:subset]
-    gap = (log_px_subset_high - log_px_subset_low)
+    dev = next(model.parameters()).device
+    model.eval()
+
+    def generator(stream: int) -> torch.Generator:
+        return torch.Generator(device=dev).manual_seed(seed * 10 + stream)
+
+    images = test_images[: settings["test_images"]]
+    reconstruction, kl = [], []
+    elbo_generator = generator(0)
+    for start in range(0, images.shape[0], 500):
+        terms = vae.bound(model, images[start : start + 500].to(dev), settings["elbo_samples"],
+                          generator=elbo_generator)
+        reconstruction.append(terms.reconstruction.double().cpu())
+        kl.append(terms.kl.double().cpu())
     return {
-        "flow_length": int(state["config"]["flow_length"]),
-        "budget": state.get("budget", {}),
-        "test_images": int(test_images.shape[0]),
-        "neg_elbo": float(neg_elbo),
-        "samples_full": samples_full,
-        "nll_full": float(-log_px.mean()),
-        "nll_full_stderr": float(log_px.std() / math.sqrt(log_px.numel())),
-        "subset": int(images_subset.shape[0]),
-        "samples_subset": samples_subset,
-        "nll_subset_low": float(-log_px_subset_low.mean()),
-        "nll_subset_high": float(-log_px_subset_high.mean()),
-        "posterior_gap": float(gap.mean()),
-        "posterior_gap_stderr": float(gap.std() / math.sqrt(gap.numel())) if gap.numel() > 1 else 0.0,
-        "eval_seconds": round(time.perf_counter() - start, 1),
-        "eval_device": device_name(dev),
+        "reconstruction": torch.cat(reconstruction),
+        "kl": torch.cat(kl),
+        "log_px_paper": vae.log_likelihood(model, images, settings["samples_paper"],
+                                           generator=generator(1)),
+        "log_px_paired": vae.log_likelihood(model, images[: settings["paired_images"]],
+                                            settings["samples_paired"], generator=generator(2)),
+        "log_px_subset": vae.log_likelihood(model, images[: settings["subset_images"]],
+                                            settings["samples_subset"], generator=generator(3)),
     }
 
 
-def evaluate_all(flow_lengths=FLOW_LENGTHS, samples_full: int = 200, samples_subset: int = 5000,
-                 subset: int = 1000, test_size: int | None = None,
-                 progress: bool = True) -> list[dict[str, Any]]:
-    """``evaluate_checkpoint`` for every K whose checkpoint exists (in order of K)."""
-    test_images = data.binarized_test_set()[0]
-    if test_size is not None:
-        test_images = test_images[:test_size]
-    rows = []
+def evaluate_checkpoint(path: Path, test_images: torch.Tensor,
+                        settings: dict[str, int] | None = None, seed: int = 0,
+                        dev: torch.device | None = None) -> dict[str, Any]:
+    """Load one checkpoint and ``evaluate_per_image`` it; the result also holds K, the
+    checkpoint's budget and history, the settings and the evaluation's wall time."""
+    settings = dict(EVAL_SETTINGS if settings is None else settings)
+    settings["test_images"] = min(settings["test_images"], test_images.shape[0])
+    settings["paired_images"] = min(settings["paired_images"], settings["test_images"])
+    settings["subset_images"] = min(settings["subset_images"], settings["test_images"])
+    dev = dev or device()
+    model, state = training.load_vae(path, dev)
+    start = time.perf_counter()
+    values = evaluate_per_image(model, test_images, settings, seed)
+    return {"flow_length": int(state["config"]["flow_length"]),
+            "budget": state.get("budget", {}), "settings": settings, "values": values,
+            "eval_seconds": round(time.perf_counter() - start, 1), "eval_device": device_name(dev)}
+
+
+def save_evaluation(result: dict[str, Any], path: Path) -> None:
+    """Write one K's evaluation atomically (read back with ``load_evaluations``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pt.partial")
+    torch.save({**result, "values": {k: v.float() for k, v in result["values"].items()},
+                "torch": torch.__version__}, tmp)
+    os.replace(tmp, path)
+
+
+def load_evaluations(flow_lengths=FLOW_LENGTHS, results_dir: Path = RESULTS_DIR
+                     ) -> dict[int, dict[str, Any]]:
+    """K -> the evaluation written by ``evaluate`` (FileNotFoundError says how to make it)."""
+    results = {}
     for flow_length in flow_lengths:
-        path = checkpoint_path(flow_length)
+        path = eval_path(flow_length, results_dir)
         if not path.is_file():
-            print(f"K={flow_length}: no checkpoint at {path.relative_to(ROOT)}; skipped")
-            continue
-        row = evaluate_checkpoint(path, test_images, samples_full, samples_subset,
-                                  min(subset, test_images.shape[0]))
+            raise FileNotFoundError(
+                f"{path} not found: run `python scripts/mnist40.py evaluate "
+                f"--flow-lengths {flow_length}` (minutes per K on a CPU)")
+        result = torch.load(path, weights_only=True)
+        result["values"] = {k: v.double() for k, v in result["values"].items()}
+        results[flow_length] = result
+    return results
+
+
+def _mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
+    return float(values.mean()), float(values.std() / math.sqrt(values.numel()))
+
+
+def summary_rows(results: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per K: means and standard errors over images (nats; -ln p(x) and -ELBO positive),
+    and the paired S = 1000 differences against K = 0 and against the next shorter K."""
+    rows, previous = [], None
+    flow_lengths = sorted(results)
+    base = results[flow_lengths[0]]["values"]["log_px_paired"]
+    for flow_length in flow_lengths:
+        values = results[flow_length]["values"]
+        elbo = values["reconstruction"] - values["kl"]
+        row = {"flow_length": flow_length, "budget": results[flow_length]["budget"],
+               "settings": results[flow_length]["settings"]}
+        row["neg_elbo"], row["neg_elbo_stderr"] = _mean_and_stderr(-elbo)
+        row["reconstruction"] = float(-values["reconstruction"].mean())
+        row["kl"] = float(values["kl"].mean())
+        row["nll_paper"], row["nll_paper_stderr"] = _mean_and_stderr(-values["log_px_paper"])
+        row["nll_paired"], row["nll_paired_stderr"] = _mean_and_stderr(-values["log_px_paired"])
+        row["nll_subset"], _ = _mean_and_stderr(-values["log_px_subset"])
+        subset = values["log_px_subset"].numel()
+        row["nll_subset_paper"] = float(-values["log_px_paper"][:subset].mean())
+        row["vs_first"], row["vs_first_stderr"] = _mean_and_stderr(
+            base - values["log_px_paired"])  # K minus K = 0 in -ln p(x): negative = better
+        if previous is None:
+            row["vs_previous"], row["vs_previous_stderr"] = 0.0, 0.0
+        else:
+            row["vs_previous"], row["vs_previous_stderr"] = _mean_and_stderr(
+                previous - values["log_px_paired"])
+        previous = values["log_px_paired"]
         rows.append(row)
-        if progress:
-            print(f"K={flow_length:2d}: -ELBO {row['neg_elbo']:.2f}, -ln p(x) S={samples_full} "
-                  f"{row['nll_full']:.2f}, S={samples_subset} on {row['subset']} images "
-                  f"{row['nll_subset_high']:.2f} (gap {row['posterior_gap']:.2f}); "
-                  f"{row['eval_seconds']:.0f} s", flush=True)
     return rows
 
 
 def results_table(rows: list[dict[str, Any]]) -> str:
-    """A markdown table of evaluated rows next to the paper's and the reproduction's values."""
+    """Table 2 as a markdown table: our -ELBO (with its split), -ln p(x) at S = 200 on all test
+    images and at S = 1000 on the paired images with the paired differences, next to the
+    paper's and the reproduction's -ln p(x) and every model's training budget."""
     def cell(value: float | None) -> str:
         return "—" if value is None else f"{value:.2f}"
 
     if not rows:
         return "(no evaluated checkpoints)"
-    samples_full, samples_subset = rows[0]["samples_full"], rows[0]["samples_subset"]
-    subset, test_count = rows[0]["subset"], rows[0]["test_images"]
+    settings = rows[0]["settings"]
+    first = rows[0]["flow_length"]
     lines = [
-        f"| K | test -ELBO | -ln p(x), S={samples_full} | -ln p(x), S={samples_subset}"
-        f" ({subset} images) | S={samples_full} − S={samples_subset} (same images) | paper"
-        " -ln p(x) | reproduction -ln p(x) | training budget |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| K | -ELBO (= rec. + KL) | -ln p(x), S={settings['samples_paper']} |"
+        f" -ln p(x), S={settings['samples_paired']} | minus K={first} (paired) |"
+        f" minus previous K (paired) | paper -ln p(x) | reproduction -ln p(x) | training budget |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
-        k = row["flow_length"]
-        budget = row["budget"]
+        k, budget = row["flow_length"], row["budget"]
         hours = budget.get("seconds", float("nan")) / 3600
+        paired = (lambda name: "—" if row is rows[0] else
+                  f"{row[name]:+.2f} ± {row[name + '_stderr']:.2f}")
         lines.append(
-            f"| {k} | {row['neg_elbo']:.2f} | {row['nll_full']:.2f} ± {row['nll_full_stderr']:.2f}"
-            f" | {row['nll_subset_high']:.2f} | {row['posterior_gap']:.2f} |"
+            f"| {k} | {row['neg_elbo']:.2f} (= {row['reconstruction']:.2f} + {row['kl']:.2f}) |"
+            f" {row['nll_paper']:.2f} ± {row['nll_paper_stderr']:.2f} |"
+            f" {row['nll_paired']:.2f} | {paired('vs_first')} | {paired('vs_previous')} |"
             f" {cell(PAPER_NLL.get(k))} | {cell(REPRODUCTION_NLL.get(k))} |"
             f" {budget.get('updates', '?'):,} updates ({budget.get('epochs', '?')} epochs),"
             f" {hours:.2f} h on {budget.get('device', '?')} |"
         )
     lines.append("")
-    lines.append(f"All numbers in nats on the {test_count:,} images of the fixed binarized test "
-                 "set (± one standard error over images); -ELBO with one sample per image.")
+    lines.append(
+        f"Nats, means over the fixed binarized test set ± one standard error over images: -ELBO "
+        f"({settings['elbo_samples']} samples per image) and S={settings['samples_paper']} on all "
+        f"{settings['test_images']:,} images; S={settings['samples_paired']} and the paired "
+        f"differences (negative: lower -ln p(x) than the other K) on the first "
+        f"{settings['paired_images']:,}. Paper: Table 2. Reproduction: {REPRODUCTION_NOTE}")
     return "\n".join(lines)
-
-
-def save_results(rows: list[dict[str, Any]], path: Path = RESULTS_PATH) -> None:
-    """Write the evaluation as JSON, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.partial")
-    tmp.write_text(json.dumps({"rows": rows, "torch": torch.__version__}, indent=1))
-    tmp.replace(path)
-
-
-def load_results(path: Path = RESULTS_PATH) -> list[dict[str, Any]]:
-    """The rows written by ``save_results`` (FileNotFoundError says how to make them)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `python scripts/mnist40.py evaluate`")
-    return json.loads(path.read_text())["rows"]
 
 
 README_BEGIN = "<!-- mnist40-table:begin (generated by `python scripts/mnist40.py readme`) -->"
@@ -317,18 +375,63 @@ def update_readme(rows: list[dict[str, Any]], path: Path = README_PATH) -> None:
     path.write_text(pattern.sub(lambda _: block, text))
 
 
+# --------------------------------------------------------------------------- frozen decoder
+
+#: The frozen-decoder experiment: K = 0's decoder, per-image posteriors for every K fitted with
+#: the same budget (``nfutils.local_posteriors``), on the first ``images`` test images.
+FROZEN_SETTINGS = dict(images=200, num_steps=1500, num_samples=8, lr=5e-3, warmup_steps=100,
+                       elbo_samples=1000, is_samples=5000)
+FROZEN_PATH = RESULTS_DIR / "mnist40_frozen_decoder.pt"
+
+
+def frozen_decoder_experiment(decoder_checkpoint: Path, test_images: torch.Tensor,
+                              flow_lengths=FLOW_LENGTHS, settings: dict[str, Any] | None = None,
+                              seed: int = 0, dev: torch.device | None = None,
+                              progress: bool = False) -> dict[str, Any]:
+    """Fit per-image flow posteriors of every K against one frozen decoder.
+
+    Returns a dict with the settings and, per K, the per-image ELBO (``elbo``, S =
+    elbo_samples) and the importance-sampled log p(x) with the fitted q as proposal
+    (``log_px``, S = is_samples); float64 (B,) tensors, plus each K's fitting time.
+    """
+    from nfutils import local_posteriors
+
+    settings = dict(FROZEN_SETTINGS if settings is None else settings)
+    dev = dev or device()
+    model, _ = training.load_vae(decoder_checkpoint, dev)
+    images = test_images[: settings["images"]].to(dev)
+    result = {"settings": settings, "decoder": Path(decoder_checkpoint).name, "elbo": {},
+              "log_px": {}, "seconds": {}}
+    for flow_length in flow_lengths:
+        start = time.perf_counter()
+        generator = torch.Generator(device=dev).manual_seed(seed)
+        q = local_posteriors.fit_local_posteriors(
+            model, images, flow_length, num_steps=settings["num_steps"],
+            num_samples=settings["num_samples"], lr=settings["lr"],
+            warmup_steps=settings["warmup_steps"], generator=generator, progress=progress)
+        result["seconds"][flow_length] = round(time.perf_counter() - start, 1)
+        eval_generator = torch.Generator(device=dev).manual_seed(seed + 1)
+        result["elbo"][flow_length] = local_posteriors.local_elbo(
+            model, q, images, settings["elbo_samples"], generator=eval_generator)
+        result["log_px"][flow_length] = local_posteriors.local_log_likelihood(
+            model, q, images, settings["is_samples"], generator=eval_generator)
+        if progress:
+            print(f"frozen decoder, K={flow_length:2d}: -ELBO "
+                  f"{-float(result['elbo'][flow_length].mean()):.2f}, -ln p(x) "
+                  f"{-float(result['log_px'][flow_length].mean()):.2f} "
+                  f"({result['seconds'][flow_length]:.0f} s)", flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Part 4: 40-D VAE with planar flows, K = 0..80")
-    parser.add_argument("what", choices=["train", "evaluate", "readme"])
+    parser.add_argument("what", choices=["train", "evaluate", "frozen", "readme"])
     parser.add_argument("--flow-lengths", type=int, nargs="+", default=list(FLOW_LENGTHS))
     parser.add_argument("--epochs", type=int, default=PLANNED_EPOCHS,
                         help="train: epochs per K; the learning rate decays to 0 at the last")
     parser.add_argument("--hours", type=float, default=None, help="train: total wall-time budget")
     parser.add_argument("--chunk-minutes", type=float, default=None,
                         help="train: stop after this many minutes (resume by running again)")
-    parser.add_argument("--samples", type=int, nargs=2, default=[200, 5000],
-                        help="evaluate: S on the whole test set and S on the subset")
-    parser.add_argument("--subset", type=int, default=1000, help="evaluate: images for large S")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
@@ -336,13 +439,27 @@ def main() -> None:
     start = time.perf_counter()
     if args.what == "train":
         train_sweep(args.flow_lengths, args.epochs, args.hours, args.chunk_minutes)
-    elif args.what == "evaluate":
-        rows = evaluate_all(args.flow_lengths, *args.samples, subset=args.subset)
-        save_results(rows)
-        print(results_table(rows))
-        print(f"wrote {RESULTS_PATH.relative_to(ROOT)}")
+    elif args.what == "evaluate":  # one file per K: run several processes with different Ks
+        test_images = data.binarized_test_set()[0]
+        for flow_length in args.flow_lengths:
+            result = evaluate_checkpoint(checkpoint_path(flow_length), test_images)
+            save_evaluation(result, eval_path(flow_length))
+            row = summary_rows({flow_length: result})[0]
+            print(f"K={flow_length:2d}: -ELBO {row['neg_elbo']:.2f}, -ln p(x) S=200 "
+                  f"{row['nll_paper']:.2f}, S=1000 {row['nll_paired']:.2f}, S=5000 "
+                  f"{row['nll_subset']:.2f}; {result['eval_seconds']:.0f} s -> "
+                  f"{eval_path(flow_length).relative_to(ROOT)}", flush=True)
+    elif args.what == "frozen":
+        result = frozen_decoder_experiment(checkpoint_path(0), data.binarized_test_set()[0],
+                                           args.flow_lengths, progress=True)
+        FROZEN_PATH.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(result, FROZEN_PATH.with_suffix(".pt.partial"))
+        os.replace(FROZEN_PATH.with_suffix(".pt.partial"), FROZEN_PATH)
+        print(f"wrote {FROZEN_PATH.relative_to(ROOT)}")
     else:
-        update_readme(load_results())
+        rows = summary_rows(load_evaluations())
+        update_readme(rows)
+        print(results_table(rows))
         print(f"updated the Part 4 table in {README_PATH.relative_to(ROOT)}")
     print(f"total {time.perf_counter() - start:.0f} s")
 
