@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from .flows import (
     NormalizingFlow,
     PlanarFlow,
-    _constrain_u,
+    _constrain_u_and_dot,
     _planar_inverse,
     planar_flow,
     planar_param_count,
@@ -298,9 +298,9 @@ class AmortizedPlanarFlow(nn.Module):
                 "one row of points per condition"
             )
         w = params.w.unsqueeze(1)  # (B, 1, K, D), broadcast over the m points
-        u_hat = _constrain_u(w, params.u.unsqueeze(1))
+        u_hat, w_dot_u = _constrain_u_and_dot(w, params.u.unsqueeze(1))
+        w_dot_u = w_dot_u.squeeze(-1)  # (B, 1, K): m(w.u) of App. A.1
         b = params.b.unsqueeze(1)
-        w_dot_u = (w * u_hat).sum(-1)  # (B, 1, K)
         z = z_k
         sum_log_det = z.new_zeros(z.shape[:-1])
         for k in reversed(range(self.num_layers)):

@@ -468,8 +468,7 @@ def log_q_at(model: VAE, x: Tensor, z_k: Tensor) -> Tensor:
     sum_log_det = z.new_zeros(z.shape[:-1])
     if flow_params is not None:
         w, u, b = flow_params
-        u_hat = constrain_u(w, u)
-        w_dot_u = (w * u_hat).sum(-1)  # (B, K)
+        u_hat, w_dot_u = constrain_u(w, u, return_w_dot_u_hat=True)  # (B, K, D), (B, K)
         for k in reversed(range(w.shape[1])):
             z = planar_inverse(z, w[:, k], u_hat[:, k], b[:, k])
             h = torch.tanh((z * w[:, k]).sum(-1) + b[:, k])
