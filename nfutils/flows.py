@@ -984,6 +984,14 @@ class NormalizingFlow(nn.Module):
 
     def __init__(self, dim: int, flow: nn.Module | None = None):
         super().__init__()
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        flow_dim = getattr(flow, "dim", dim)
+        if flow_dim != dim:
+            raise ValueError(
+                f"the flow acts on D = {flow_dim} dimensions but the base density has "
+                f"dim = {dim}; expected a flow built with dim = {dim}"
+            )
         self.dim = dim
         self.mu = nn.Parameter(torch.zeros(dim))
         self.log_sigma = nn.Parameter(torch.zeros(dim))
@@ -1089,4 +1097,9 @@ def make_flow(kind: str, dim: int, num_layers: int) -> NormalizingFlow:
     stacks: dict[str, Callable[[int, int], nn.Module]] = {"planar": PlanarFlow, "radial": RadialFlow}
     if kind not in stacks:
         raise ValueError(f"kind must be one of {sorted(stacks)}, got {kind!r}")
+    if num_layers < 0 or dim < 1:
+        raise ValueError(
+            f"expected dim >= 1 and num_layers K >= 0 (K = 0: the plain Gaussian); received "
+            f"dim = {dim}, num_layers = {num_layers}"
+        )
     return NormalizingFlow(dim, stacks[kind](dim, num_layers) if num_layers > 0 else None)

@@ -384,3 +384,19 @@ def test_bad_input_names_expected_shape():
         free_energy(torch.zeros(3), torch.zeros(4))
     with pytest.raises(ValueError, match="kind"):
         flows.make_flow("affine", 2, 3)
+
+
+# ---------------------------------------------------------------- argument checks
+
+
+def test_flow_of_another_dimension_is_refused():
+    with pytest.raises(ValueError, match="D = 3 dimensions but the base density has dim = 2"):
+        NormalizingFlow(2, PlanarFlow(3, 2))
+    with pytest.raises(ValueError, match="dim = 2"):
+        NormalizingFlow(2, RadialFlow(5, 2))
+
+
+def test_make_flow_refuses_negative_length():
+    with pytest.raises(ValueError, match="num_layers K >= 0.*num_layers = -1"):
+        flows.make_flow("planar", 2, -1)
+    assert flows.make_flow("radial", 2, 0).num_layers == 0
