@@ -1,7 +1,6 @@
 """Potentials: Table 1 at hand-computed points, tapering, quadrature, exact-target KL."""
 
 import math
-
 import warnings
 
 import pytest
