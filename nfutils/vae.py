@@ -418,6 +418,11 @@ def log_likelihood(
     """
     if num_samples < 1 or batch < 1:
         raise ValueError(f"need num_samples >= 1 and batch >= 1; got {num_samples}, {batch}")
+    if x.dim() != 2 or x.shape[-1] != model.data_dim:
+        raise ValueError(
+            f"x must have shape (N, {model.data_dim}) (a batch of flattened images); received "
+            f"{tuple(x.shape)}"
+        )
     if chunk is None:
         chunk = max(1, min(num_samples, 20_000 // batch))
     device = next(model.parameters()).device

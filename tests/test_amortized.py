@@ -2,6 +2,7 @@
 training, schedules and checkpoints (nfutils/amortized.py)."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -215,10 +216,13 @@ def test_interrupted_training_resumes_from_the_checkpoint(tmp_path):
     history = fit_amortized(again, gaussian_family, uniform_angles, checkpoint_path=path, **kwargs)
     assert history.resumed_from == 20
     assert torch.allclose(again.head.bias, reference.head.bias, atol=1e-6)
-    # a different configuration does not load it
-    other = fit_amortized(AmortizedPlanarFlow(dim=2, num_layers=2, hidden=8), gaussian_family,
-                          uniform_angles, checkpoint_path=path, **{**kwargs, "num_steps": 3})
-    assert other.resumed_from == 0
+    # a checkpoint of a different configuration is refused, not silently trained over
+    before = open(path, "rb").read()
+    with pytest.raises(ValueError, match=r"another configuration \(differs in \['num_steps'\]"):
+        fit_amortized(AmortizedPlanarFlow(dim=2, num_layers=2, hidden=8), gaussian_family,
+                      uniform_angles, checkpoint_path=path, **{**kwargs, "num_steps": 3})
+    assert open(path, "rb").read() == before
+    assert sorted(os.listdir(tmp_path)) == ["amortizer.pt"]  # no temp files left behind
 
 
 def test_cosine_schedule_matches_its_formula():

@@ -34,7 +34,8 @@ def test_evaluate_checkpoint_is_consistent(tiny_checkpoint):
     # an independent check of the low-S column: the same model, the same seed, by hand
     model, _ = training.load_vae(tiny_checkpoint)
     generator = torch.Generator().manual_seed(0)
-    training.evaluate_elbo(model, images, num_samples=1, seed=0)  # uses its own generator
+    neg_elbo = -training.evaluate_elbo(model, images, num_samples=1, seed=0)  # own generator
+    assert row["neg_elbo"] == pytest.approx(neg_elbo, abs=1e-6)
     log_px = vae.log_likelihood(model, images, num_samples=4, generator=generator)
     assert row["nll_full"] == pytest.approx(float(-log_px.mean()), abs=1e-6)
     assert row["nll_subset_low"] == pytest.approx(float(-log_px[:5].mean()), abs=1e-6)
