@@ -456,3 +456,76 @@ def test_committed_checkpoints_still_load():
         elif name.endswith(".pt"):
             model, state = load_vae(os.path.join(folder, name))
             assert model.config["flow_length"] == state["config"]["flow_length"]
+
+
+# ---------------------------------------------------------------- fit_flow and kl_estimate
+
+
+def gaussian_target(mean=(1.0, -0.5), std=(0.5, 2.0)):
+    """U(z) = sum_j (z_j - m_j)^2 / (2 s_j^2), with log Z = sum_j log(sqrt(2 pi) s_j)."""
+    mean_t, std_t = torch.tensor(mean), torch.tensor(std)
+
+    def U(z):
+        return (0.5 * ((z - mean_t) / std_t) ** 2).sum(-1)
+
+    log_Z = float(sum(math.log(math.sqrt(2 * math.pi) * s) for s in std))
+    return U, log_Z, mean_t, std_t
+
+
+def test_kl_estimate_is_zero_for_the_target_itself_and_positive_otherwise():
+    from nfutils.flows import make_flow
+
+    U, log_Z, mean, std = gaussian_target()
+    model = make_flow("planar", 2, 0)
+    with torch.no_grad():
+        model.mu.copy_(mean)
+        model.log_sigma.copy_(std.log())
+    # log q + U + log Z = 0 at every sample when q is the target
+    assert training.kl_estimate(model, U, log_Z, num_samples=500) == pytest.approx(0.0, abs=1e-5)
+    with torch.no_grad():
+        model.log_sigma.zero_()
+    # KL(N(m, I) || N(m, diag s^2)) = sum_j [log s_j + 1 / (2 s_j^2) - 1/2]
+    exact = float(sum(math.log(s) + 0.5 / s**2 - 0.5 for s in std.tolist()))
+    estimate = training.kl_estimate(model, U, log_Z, num_samples=20_000,
+                                    generator=torch.Generator().manual_seed(0))
+    assert estimate == pytest.approx(exact, abs=0.05)
+
+
+def test_fit_flow_learns_a_gaussian_target_and_records_its_history():
+    from nfutils.flows import make_flow
+
+    U, log_Z, mean, std = gaussian_target()
+    model = make_flow("planar", 2, 2)
+    history = training.fit_flow(model, U, num_steps=200, num_samples=100, lr=5e-2, log_Z=log_Z,
+                                log_every=100, generator=torch.Generator().manual_seed(0))
+    assert history.steps == [0, 100, 199]
+    assert len(history.free_energy) == len(history.kl) == 3
+    assert history.kl[0] == pytest.approx(history.free_energy[0] + log_Z)
+    assert history.kl[-1] < 0.05 < history.kl[0]
+    assert torch.allclose(model.mu.detach(), mean, atol=0.2)
+    assert training.kl_estimate(model, U, log_Z, num_samples=5000) < 0.05
+    # annealing: F is still recorded at beta = 1
+    annealed = training.fit_flow(make_flow("planar", 2, 2), U, num_steps=3, num_samples=50,
+                                 anneal=True, anneal_steps=10, log_every=1)
+    assert annealed.steps == [0, 1, 2] and not annealed.kl
+
+
+@pytest.mark.parametrize("bad", [dict(num_steps=-5), dict(num_steps=0), dict(log_every=0),
+                                 dict(anneal_steps=0), dict(num_samples=0)])
+def test_fit_flow_refuses_counts_below_one(bad):
+    from nfutils.flows import make_flow
+
+    U, *_ = gaussian_target()
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=f"{name} must be an integer >= 1"):
+        training.fit_flow(make_flow("planar", 2, 1), U, **{"num_steps": 2, **bad})
+
+
+def test_fit_flow_stops_on_a_nan_loss():
+    from nfutils.flows import make_flow
+
+    def U_nan(z):
+        return torch.full(z.shape[:-1], float("nan"))
+
+    with pytest.raises(NonFiniteLossError, match="step 0"):
+        training.fit_flow(make_flow("planar", 2, 1), U_nan, num_steps=3, num_samples=10)
