@@ -446,7 +446,11 @@ def fit_vae(
         lr, optimizer: see ``make_optimizer`` ("adam", fused where possible, or "rmsprop").
         anneal, anneal_steps: the beta_t schedule.
         checkpoint_path: where to keep the training state (model, optimizer, generator, step,
-            epoch, history); if the file exists, training resumes from it.
+            epoch, history); if the file exists, training resumes from it. A resume must use
+            the same ``seed``, ``optimizer`` and ``batch_size`` (they fix which steps are
+            taken); a changed ``lr``, ``num_samples``, ``anneal`` or ``anneal_steps`` applies
+            from the resumed step on (the optimizer's stored lr is replaced) and is recorded
+            in ``history.setting_changes``.
         checkpoint_every: steps between checkpoints (one is also written at the end and when
             the time budget runs out).
         time_budget: stop cleanly (with a checkpoint) after this many seconds; call again to
@@ -466,9 +470,13 @@ def fit_vae(
         ``VAEHistory`` (also stored in the checkpoint).
 
     Raises:
-        NonFiniteLossError: the loss became NaN/inf (no step is taken on it; the last checkpoint
-            holds the last good state).
-        ValueError: bad shapes, or a checkpoint made for another architecture or batch size.
+        NonFiniteLossError: the loss, or a parameter after an update, became NaN/inf (no step
+            is taken on such a loss and no such state is saved; the last checkpoint holds the
+            last good state).
+        ValueError: bad shapes, counts below 1, an empty training set, an unwritable
+            ``checkpoint_path``, or a checkpoint there made for another architecture, seed,
+            optimizer or batch size, or holding weights only (``save_vae``).
+        CheckpointError: the checkpoint there is truncated or corrupt.
     """
     if train_images.dim() != 2 or train_images.shape[1] != model.data_dim:
         raise ValueError(

@@ -260,3 +260,21 @@ def test_bad_input_names_expected_shape():
     with pytest.raises(ValueError, match="features"):
         AmortizedPlanarFlow(features="degrees")
     assert amortized.FEATURES["angle"][1:] == (1, 2)
+
+
+def test_corrupt_or_foreign_checkpoint_gives_a_clear_error(tmp_path):
+    from nfutils.training import CheckpointError
+
+    kwargs = dict(num_steps=2, conditions_per_step=2, samples_per_condition=4, log_every=1)
+    path = tmp_path / "broken.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="broken.pt could not be read"):
+        fit_amortized(AmortizedPlanarFlow(dim=2, num_layers=2, hidden=8), gaussian_family,
+                      uniform_angles, checkpoint_path=str(path), **kwargs)
+    torch.save({"model": {}}, path)
+    with pytest.raises(CheckpointError, match="expected a dict with keys"):
+        fit_amortized(AmortizedPlanarFlow(dim=2, num_layers=2, hidden=8), gaussian_family,
+                      uniform_angles, checkpoint_path=str(path), **kwargs)
+    with pytest.raises(ValueError, match="log_every must be an integer >= 1"):
+        fit_amortized(AmortizedPlanarFlow(dim=2, num_layers=2, hidden=8), gaussian_family,
+                      uniform_angles, **{**kwargs, "log_every": 0})
