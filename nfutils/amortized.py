@@ -41,14 +41,20 @@ from torch import Tensor, nn
 from .flows import (
     NormalizingFlow,
     PlanarFlow,
-    _constrain_u,
+    _constrain_u_and_dot,
     _planar_inverse,
     planar_flow,
     planar_param_count,
     split_planar_params,
 )
 from .potentials import rotated_U1
-from .training import check_finite_loss
+from .training import (
+    _check_positive,
+    _check_writable,
+    check_finite_loss,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 __all__ = [
     "angle_features",
@@ -298,9 +304,9 @@ class AmortizedPlanarFlow(nn.Module):
                 "one row of points per condition"
             )
         w = params.w.unsqueeze(1)  # (B, 1, K, D), broadcast over the m points
-        u_hat = _constrain_u(w, params.u.unsqueeze(1))
+        u_hat, w_dot_u = _constrain_u_and_dot(w, params.u.unsqueeze(1))
+        w_dot_u = w_dot_u.squeeze(-1)  # (B, 1, K): m(w.u) of App. A.1
         b = params.b.unsqueeze(1)
-        w_dot_u = (w * u_hat).sum(-1)  # (B, 1, K)
         z = z_k
         sum_log_det = z.new_zeros(z.shape[:-1])
         for k in reversed(range(self.num_layers)):
@@ -374,6 +380,10 @@ def lr_schedule(optimizer: torch.optim.Optimizer, num_steps: int, kind: str = "c
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+#: What a checkpoint of ``fit_amortized`` holds (checked by ``training.load_checkpoint``).
+CHECKPOINT_KEYS = ("run_config", "model", "optimizer", "scheduler", "history", "step")
+
+
 @dataclass
 class AmortizedHistory:
     """What ``fit_amortized`` records every ``log_every`` steps: the free energy F averaged
@@ -386,14 +396,6 @@ class AmortizedHistory:
     lr: list[float] = field(default_factory=list)
     seconds: float = 0.0
     resumed_from: int = 0
-
-
-def _save_atomic(obj: dict, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.partial"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def fit_amortized(
@@ -434,9 +436,11 @@ def fit_amortized(
         progress: show a tqdm bar.
         generator: random numbers of conditions and samples (reproducible runs).
         checkpoint_path: when given, model, optimizer, schedule, generator state and history
-            are written there (atomically: temp file + ``os.replace``) every
-            ``checkpoint_every`` steps and at the end; a run that finds an unfinished
-            checkpoint with the same configuration resumes from it.
+            are written there (``training.save_checkpoint``: atomic, with a checksum) every
+            ``checkpoint_every`` steps and at the end; a run that finds a checkpoint there
+            resumes from it (or loads it, when finished). It must have been made with the same
+            configuration (model, num_steps, conditions_per_step, samples_per_condition, lr,
+            schedule).
 
     Returns:
         ``AmortizedHistory``.
@@ -444,9 +448,15 @@ def fit_amortized(
     Raises:
         NonFiniteLossError: if a loss is NaN or infinite (training stops; see
             ``training.check_finite_loss``).
+        ValueError: a count below 1, an unwritable ``checkpoint_path``, or a checkpoint there
+            made with another configuration.
+        training.CheckpointError: the checkpoint is truncated or corrupt.
     """
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    _check_positive(num_steps=num_steps, conditions_per_step=conditions_per_step,
+                    samples_per_condition=samples_per_condition, log_every=log_every,
+                    checkpoint_every=checkpoint_every)
+    if checkpoint_path is not None:
+        _check_writable(checkpoint_path)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = lr_schedule(optimizer, num_steps, schedule)
     history = AmortizedHistory()
@@ -454,16 +464,25 @@ def fit_amortized(
                       samples_per_condition=samples_per_condition, lr=lr, schedule=schedule)
     start_step = 0
     if checkpoint_path is not None and os.path.exists(checkpoint_path):
-        state = torch.load(checkpoint_path, weights_only=True)
-        if state.get("run_config") == _plain(run_config):
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if generator is not None and state.get("generator") is not None:
-                generator.set_state(state["generator"])
-            history = AmortizedHistory(**state["history"])
-            start_step = int(state["step"])
-            history.resumed_from = start_step
+        state = load_checkpoint(checkpoint_path, required=CHECKPOINT_KEYS)
+        if state["run_config"] != _plain(run_config):
+            saved = state["run_config"]
+            differing = sorted(key for key in set(saved) | set(run_config)
+                               if saved.get(key) != _plain(run_config).get(key))
+            raise ValueError(
+                f"checkpoint {checkpoint_path} was made with another configuration (differs in "
+                f"{differing}: expected {[saved.get(key) for key in differing]}, received "
+                f"{[_plain(run_config).get(key) for key in differing]}); delete it to train "
+                "anew, or pass another checkpoint_path"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if generator is not None and state.get("generator") is not None:
+            generator.set_state(state["generator"])
+        history = AmortizedHistory(**state["history"])
+        start_step = int(state["step"])
+        history.resumed_from = start_step
     steps = range(start_step, num_steps)
     if progress:
         from tqdm.auto import tqdm
@@ -494,7 +513,7 @@ def fit_amortized(
                 history.kl.append(value + mean_log_Z)
         if checkpoint_path is not None and ((step + 1) % checkpoint_every == 0 or last):
             history.seconds = time.perf_counter() - start
-            _save_atomic(
+            save_checkpoint(
                 {
                     "run_config": _plain(run_config),
                     "model": model.state_dict(),

@@ -125,11 +125,19 @@ def _read_expected_hashes(root: Path) -> dict[str, str]:
             f"MNIST checksum file not found: {hash_path}. {_restore_hint(root)}"
         )
     expected: dict[str, str] = {}
-    for line in hash_path.read_text().splitlines():
+    for number, line in enumerate(hash_path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
-        digest, name = line.split(maxsplit=1)
-        expected[name.strip().lstrip("*")] = digest.lower()
+        fields = line.split(maxsplit=1)
+        digest = fields[0].lower()
+        if (len(fields) != 2 or len(digest) != 64
+                or any(c not in "0123456789abcdef" for c in digest)):
+            raise MnistIntegrityError(
+                f"{hash_path}, line {number}, is not in sha256sum format (expected "
+                f"'<64 hex digits>  <file name>'; received {line.strip()[:80]!r}). "
+                f"{_restore_hint(root)}"
+            )
+        expected[fields[1].strip().lstrip("*")] = digest
     return expected
 
 

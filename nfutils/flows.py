@@ -67,7 +67,9 @@ __all__ = [
 #: Floor on softplus(w.u) in ``constrain_u``. In exact arithmetic m(x) = -1 + softplus(x) > -1
 #: for every x, but softplus underflows to exactly 0 for x below about -17 (float32) or -37
 #: (float64), which would make w.u_hat = -1 and the layer singular at w.z + b = 0. With the
-#: floor, w.u_hat >= -1 + 1e-4 up to rounding; the formula is unchanged for w.u > -9.2.
+#: floor, 1 + w.u_hat = max(softplus(w.u), 1e-4) >= 1e-4; the formula is unchanged for
+#: w.u > -9.2. The log-dets take w.u_hat = m(w.u) from this formula, never from the rounded
+#: dot product of w and u_hat (see ``constrain_u``).
 SOFTPLUS_FLOOR = 1e-4
 
 
@@ -123,7 +125,8 @@ def _check_broadcast(z: Tensor, **params: Tensor) -> None:
 # --------------------------------------------------------------------------- planar
 
 
-def planar_transform(z: Tensor, w: Tensor, u: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+def planar_transform(z: Tensor, w: Tensor, u: Tensor, b: Tensor,
+                     w_dot_u: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One planar layer, Eq. (10)-(12).
 
     f(z) = z + u tanh(w^T z + b),
@@ -137,6 +140,9 @@ def planar_transform(z: Tensor, w: Tensor, u: Tensor, b: Tensor) -> tuple[Tensor
         w: normal of the hyperplane, shape (..., D), broadcast against z.
         u: direction of the displacement, shape (..., D), broadcast against z.
         b: offset, shape (...), broadcast against z.shape[:-1] (a Python float works too).
+        w_dot_u: w^T u, shape (...), when it is known more exactly than the dot product of
+            the rounded vectors (``constrain_u(w, u, return_w_dot_u_hat=True)``); default
+            (w * u).sum(-1).
 
     Returns:
         (z_new, log_abs_det): shapes (..., D) and (...).
@@ -155,37 +161,72 @@ def planar_transform(z: Tensor, w: Tensor, u: Tensor, b: Tensor) -> tuple[Tensor
     pre_activation = (z * w).sum(-1) + b
     h = torch.tanh(pre_activation)
     z_new = z + u * h.unsqueeze(-1)
-    u_dot_psi = (1.0 - h * h) * (w * u).sum(-1)
+    if w_dot_u is None:
+        w_dot_u = (w * u).sum(-1)
+    u_dot_psi = (1.0 - h * h) * w_dot_u
     log_abs_det = torch.log(torch.abs(1.0 + u_dot_psi))
     return z_new, log_abs_det
 
 
+def _constrain_u_and_dot(w: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+    """(u_hat, w.u_hat) of App. A.1, shapes (..., D) and (..., 1), finite for finite inputs.
+
+    With x = w.u, the scale s = max_i |w_i| and v = w / s (so that ||v||^2 in [1, D] neither
+    underflows nor overflows), u_hat = u_perp + m(x) w / ||w||^2 where
+    u_perp = u - (v.u / ||v||^2) v is u's part orthogonal to w: the part along w is set to
+    m(x) directly instead of adding [m(x) - x] to a large x, which would cancel in float32.
+    w.u_hat is returned as m(x) itself. A w with no normal-range entry (all |w_i| below
+    ``torch.finfo(dtype).tiny``, e.g. w = 0) is left uncorrected: u_hat = u, w.u_hat = w.u.
+    """
+    tiny = torch.finfo(w.dtype).tiny
+    scale = w.abs().amax(-1, keepdim=True)
+    corrected = scale >= tiny
+    scale = torch.where(corrected, scale, torch.ones_like(scale))
+    v = w / scale
+    v_norm_sq = (v * v).sum(-1, keepdim=True)
+    v_dot_u = (v * u).sum(-1, keepdim=True)
+    w_dot_u = scale * v_dot_u  # may be +-inf for finite w, u of large norm
+    m_w_dot_u = F.softplus(w_dot_u).clamp_min(SOFTPLUS_FLOOR) - 1.0
+    u_perp = u - (v_dot_u / v_norm_sq) * v
+    u_hat = u_perp + (m_w_dot_u / (scale * v_norm_sq)) * v
+    u_hat = torch.where(corrected, u_hat, u)
+    return u_hat, torch.where(corrected, m_w_dot_u, (w * u).sum(-1, keepdim=True))
+
+
 def _constrain_u(w: Tensor, u: Tensor) -> Tensor:
-    w_dot_u = (w * u).sum(-1, keepdim=True)
-    m_w_dot_u = -1.0 + F.softplus(w_dot_u).clamp_min(SOFTPLUS_FLOOR)
-    w_norm_sq = (w * w).sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
-    return u + (m_w_dot_u - w_dot_u) * w / w_norm_sq
+    return _constrain_u_and_dot(w, u)[0]
 
 
-def constrain_u(w: Tensor, u: Tensor) -> Tensor:
+def constrain_u(w: Tensor, u: Tensor, return_w_dot_u_hat: bool = False
+                ) -> Tensor | tuple[Tensor, Tensor]:
     """Invertibility reparameterization of a planar layer, Appendix A.1.
 
     u_hat = u + [m(w^T u) - w^T u] w / ||w||^2,  m(x) = -1 + softplus(x),
 
     so that w^T u_hat = m(w^T u) > -1, which makes f(z) = z + u_hat tanh(w^T z + b) invertible
     (its derivative along w, 1 + w^T u_hat tanh', stays positive). Note the *squared* norm.
-    softplus is floored at ``SOFTPLUS_FLOOR`` where it would underflow to 0.
+    softplus is floored at ``SOFTPLUS_FLOOR`` where it would underflow to 0, so that
+    1 + w^T u_hat >= 1e-4.
+
+    In floating point the dot product of w with the rounded u_hat can differ from m(w^T u)
+    by about eps |w| |u| (in float32 w^T u_hat <= -1 for w^T u ~ -1e3 half the time if it is
+    recomputed), so the log-det of a constrained layer must use m(w^T u) itself: ask for it
+    with ``return_w_dot_u_hat`` and pass it to ``planar_transform``. The computation works on
+    w / max_i |w_i|, so that ||w||^2 neither underflows nor overflows.
 
     Args:
         w: shape (..., D).
         u: shape (..., D), same shape as w (or broadcastable).
+        return_w_dot_u_hat: also return w^T u_hat = m(w^T u), shape (...).
 
     Returns:
-        u_hat, shape of ``u`` broadcast with ``w``.
+        u_hat, shape of ``u`` broadcast with ``w``; with ``return_w_dot_u_hat``,
+        (u_hat, w_dot_u_hat).
     """
     _check_point(w, "w")
     _check_vector_param(u, "u", w.shape[-1])
-    return _constrain_u(w, u)
+    u_hat, w_dot_u_hat = _constrain_u_and_dot(w, u)
+    return (u_hat, w_dot_u_hat.squeeze(-1)) if return_w_dot_u_hat else u_hat
 
 
 def planar_inverse(
@@ -339,17 +380,22 @@ def planar_flow(
             z_k, sum_log_det = _PlanarStackShared.apply(z.reshape(-1, dim), w, u, b, constrain)
             return z_k.reshape(z.shape), sum_log_det.reshape(z.shape[:-1])
         return _PlanarStackPerExample.apply(z, w, u, b, constrain)
-    u_hat = _constrain_u(w, u) if constrain else u
-    return _planar_flow_eager(z, w, u_hat, b, constrain, return_layers)
+    if constrain:
+        u_hat, w_dot_u = _constrain_u_and_dot(w, u)
+        return _planar_flow_eager(z, w, u_hat, b, constrain, return_layers, w_dot_u.squeeze(-1))
+    return _planar_flow_eager(z, w, u, b, constrain, return_layers)
 
 
 def _planar_flow_eager(
-    z: Tensor, w: Tensor, u_hat: Tensor, b: Tensor, constrain: bool, return_layers: bool
+    z: Tensor, w: Tensor, u_hat: Tensor, b: Tensor, constrain: bool, return_layers: bool,
+    w_dot_u: Tensor | None = None,
 ) -> tuple[Tensor, Tensor] | tuple[list[Tensor], Tensor]:
     """``planar_flow`` as a plain loop of tensor operations (autograd records each one); used
-    without gradients (sampling, evaluation, figures) and kept for the benchmark."""
+    without gradients (sampling, evaluation, figures) and kept for the benchmark. ``w_dot_u``
+    (..., K): w_k.u_hat_k when known exactly (App. A.1's m(w.u)), else the dot product."""
     num_layers = w.shape[-2]
-    w_dot_u = (w * u_hat).sum(-1)  # (..., K)
+    if w_dot_u is None:
+        w_dot_u = (w * u_hat).sum(-1)  # (..., K)
     layers = [z] if return_layers else None
     activations = []
     shared = w.dim() == 2
@@ -439,9 +485,10 @@ class _PlanarStackShared(torch.autograd.Function):
             sigma = None
             z_all[0].copy_(z.t())
         if constrain:
-            u_hat, constrain_coefs = _constrain_u_with_coefs(w, u)
+            u_hat, constrain_coefs, w_dot_u = _constrain_u_with_coefs(w, u)
         else:
             u_hat, constrain_coefs = u, None
+            w_dot_u = (w * u_hat).sum(-1, keepdim=True)
         if _numpy_loops(columns):
             columns[:, 0].fill_(1.0)
             _shared_forward_loop_numpy(columns.numpy(), w.detach().numpy(),
@@ -454,7 +501,7 @@ class _PlanarStackShared(torch.autograd.Function):
                 torch.addmv(b_rows[k], z_cols[k], w_rows[k], out=h_rows[k])
                 h_rows[k].tanh_()
                 torch.addr(z_rows[k], u_rows[k], h_rows[k], out=z_rows[k + 1])
-        w_dot_u = (w * u_hat).sum(-1, keepdim=True)  # c_k = w_k.u_k, (K, 1)
+        # c_k = w_k.u_k, (K, 1): with constrain, m(w_k.u_k) exactly (App. A.1)
         # s_k = 1 - h_k^2 and u.psi_k = c_k s_k (Eq. 11), (K, N), both kept for the backward
         slope = torch.addcmul(h_all.new_ones(()), h_all, h_all, value=-1.0)
         u_dot_psi = slope * w_dot_u
@@ -581,9 +628,14 @@ def _shared_backward_loop_numpy(grad_columns: np.ndarray, slope: np.ndarray, w: 
         dot(identity_and_w[k], block, out=grad_columns[k, :dim])
 
 
-def _constrain_u_with_coefs(w: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-    """``_constrain_u`` (App. A.1) and the coefficients its backward needs, (..., K, 3):
-    beta / ||w||^2, beta' / ||w||^2 and 2 beta / ||w||^4 (see ``_PlanarStackShared``)."""
+def _constrain_u_with_coefs(w: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``_constrain_u_and_dot`` (App. A.1) and the coefficients its backward needs, (..., K, 3):
+    beta / ||w||^2, beta' / ||w||^2 and 2 beta / ||w||^4 (see ``_PlanarStackShared``).
+
+    Returns:
+        (u_hat (..., K, D), coefs (..., K, 3), w_dot_u_hat (..., K, 1)).
+    """
+    u_hat, w_dot_u_hat = _constrain_u_and_dot(w, u)
     w_dot_u = (w * u).sum(-1, keepdim=True)
     softplus = F.softplus(w_dot_u)
     beta = softplus.clamp_min(SOFTPLUS_FLOOR).sub_(1.0).sub_(w_dot_u)
@@ -591,10 +643,10 @@ def _constrain_u_with_coefs(w: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
     tiny = torch.finfo(w.dtype).tiny
     inv_norm_sq = w_norm_sq.clamp_min(tiny).reciprocal_()
     beta_over_n = beta * inv_norm_sq
-    u_hat = torch.addcmul(u, beta_over_n, w)
     beta_prime = torch.sigmoid(w_dot_u).masked_fill_(softplus < SOFTPLUS_FLOOR, 0.0).sub_(1.0)
     two_beta_over_n2 = (2.0 * beta_over_n * inv_norm_sq).masked_fill_(w_norm_sq < tiny, 0.0)
-    return u_hat, torch.cat([beta_over_n, beta_prime * inv_norm_sq, two_beta_over_n2], dim=-1)
+    coefs = torch.cat([beta_over_n, beta_prime * inv_norm_sq, two_beta_over_n2], dim=-1)
+    return u_hat, coefs, w_dot_u_hat
 
 
 def _constrain_u_backward(w: Tensor, u: Tensor, grad_w: Tensor, grad_u_hat: Tensor,
@@ -632,9 +684,10 @@ class _PlanarStackPerExample(torch.autograd.Function):
         # the parameters' leading shape right-aligned with ``lead``: (1, ..., 1, P...)
         padded = (1,) * (len(lead) - len(param_lead)) + param_lead
         if constrain:
-            u_hat, constrain_coefs = _constrain_u_with_coefs(w, u)
+            u_hat, constrain_coefs, w_dot_u = _constrain_u_with_coefs(w, u)
         else:
             u_hat, constrain_coefs = u, None
+            w_dot_u = (w * u_hat).sum(-1, keepdim=True)
         z_all = z.new_empty(num_layers + 1, *lead, dim)
         h_all = z.new_empty(num_layers, *lead)
         z_all[0].copy_(z.expand(*lead, dim))
@@ -644,7 +697,7 @@ class _PlanarStackPerExample(torch.autograd.Function):
             torch.linalg.vecdot(z_rows[k], w_rows[k], out=h_rows[k])
             h_rows[k].add_(b_rows[k]).tanh_()
             torch.addcmul(z_rows[k], h_rows[k].unsqueeze(-1), u_rows[k], out=z_rows[k + 1])
-        w_dot_u = (w * u_hat).sum(-1).movedim(-1, 0).reshape(num_layers, *padded)
+        w_dot_u = w_dot_u.squeeze(-1).movedim(-1, 0).reshape(num_layers, *padded)
         log_det = h_all * h_all
         log_det.mul_(-w_dot_u).add_(w_dot_u)  # u.psi_k = c_k (1 - h_k^2)
         if constrain:
@@ -863,8 +916,8 @@ class PlanarFlow(nn.Module):
         _check_point(z_k, "z_k", self.dim)
         if not self.constrain:
             raise ValueError("inverse needs constrain=True (App. A.1 guarantees invertibility)")
-        u_hat = self.u_hat()
-        w_dot_u = (self.w * u_hat).sum(-1)
+        u_hat, w_dot_u = _constrain_u_and_dot(self.w, self.u)
+        w_dot_u = w_dot_u.squeeze(-1)
         z = z_k
         sum_log_det = z.new_zeros(z.shape[:-1])
         for k in reversed(range(self.num_layers)):
@@ -931,6 +984,14 @@ class NormalizingFlow(nn.Module):
 
     def __init__(self, dim: int, flow: nn.Module | None = None):
         super().__init__()
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        flow_dim = getattr(flow, "dim", dim)
+        if flow_dim != dim:
+            raise ValueError(
+                f"the flow acts on D = {flow_dim} dimensions but the base density has "
+                f"dim = {dim}; expected a flow built with dim = {dim}"
+            )
         self.dim = dim
         self.mu = nn.Parameter(torch.zeros(dim))
         self.log_sigma = nn.Parameter(torch.zeros(dim))
@@ -1036,4 +1097,9 @@ def make_flow(kind: str, dim: int, num_layers: int) -> NormalizingFlow:
     stacks: dict[str, Callable[[int, int], nn.Module]] = {"planar": PlanarFlow, "radial": RadialFlow}
     if kind not in stacks:
         raise ValueError(f"kind must be one of {sorted(stacks)}, got {kind!r}")
+    if num_layers < 0 or dim < 1:
+        raise ValueError(
+            f"expected dim >= 1 and num_layers K >= 0 (K = 0: the plain Gaussian); received "
+            f"dim = {dim}, num_layers = {num_layers}"
+        )
     return NormalizingFlow(dim, stacks[kind](dim, num_layers) if num_layers > 0 else None)

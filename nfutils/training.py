@@ -12,6 +12,8 @@ it: the message says at which step and what to try.
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import itertools
 import math
 import os
@@ -33,6 +35,13 @@ __all__ = ["NonFiniteLossError", "FitHistory", "fit_flow", "kl_estimate"]
 
 class NonFiniteLossError(RuntimeError):
     """Raised when a loss is NaN or infinite; training stops rather than continue on it."""
+
+
+def _check_positive(**counts: int) -> None:
+    """Raise ``ValueError`` naming the first count that is not an integer >= 1."""
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def check_finite_loss(loss: Tensor, step: int) -> None:
@@ -96,7 +105,12 @@ def fit_flow(
 
     Raises:
         NonFiniteLossError: if the loss is not finite at some step.
+        ValueError: if a count is below 1 or lr is not positive.
     """
+    _check_positive(num_steps=num_steps, num_samples=num_samples, log_every=log_every,
+                    anneal_steps=anneal_steps)
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
     optimizer = make_optimizer(model.parameters(), "adam", lr)  # fused where available
     history = FitHistory()
     steps = range(num_steps)
@@ -164,6 +178,8 @@ class VAEHistory:
             the epoch and the ELBO of the fixed binarized test set (NaN without a test set).
         seconds: training wall time, summed over resumed pieces.
         resumed_from: the global steps at which this run resumed from a checkpoint.
+        setting_changes: settings changed on a resume, as dicts
+            {"step", "name", "old", "new"} (e.g. a lower ``lr`` after a NaN stop).
         finished: True when all epochs ran (False after a time-budget stop).
         epoch_max_grad_norm, epoch_clipped_steps: per completed epoch, with gradient clipping
             on, the largest gradient norm before clipping and the number of steps it clipped
@@ -177,6 +193,7 @@ class VAEHistory:
     test_elbo: list[float] = field(default_factory=list)
     seconds: float = 0.0
     resumed_from: list[int] = field(default_factory=list)
+    setting_changes: list[dict[str, Any]] = field(default_factory=list)
     finished: bool = False
     epoch_max_grad_norm: list[float] = field(default_factory=list)
     epoch_clipped_steps: list[int] = field(default_factory=list)
@@ -257,11 +274,60 @@ def evaluate_elbo(model: VAE, images: Tensor, num_samples: int = 1, batch: int =
 # --------------------------------------------------------------------------- checkpoints
 
 
+def state_checksum(state: dict[str, Any]) -> str:
+    """SHA-256 of everything in a checkpoint dict except its ``"checksum"`` entry: the bytes,
+    dtype and shape of every tensor and the repr of every other value, in the dict's order.
+
+    ``torch.load`` does not notice a changed byte inside a tensor's data; this does.
+    """
+    digest = hashlib.sha256()
+
+    def visit(value: Any) -> None:
+        if isinstance(value, Tensor):
+            flat = value.detach().to("cpu").contiguous().reshape(-1)
+            digest.update(f"T{flat.dtype}{tuple(value.shape)}".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            digest.update(f"D{len(value)}".encode())
+            for key, item in value.items():
+                visit(key)
+                visit(item)
+        elif isinstance(value, (list, tuple)):
+            digest.update(f"L{len(value)}".encode())
+            for item in value:
+                visit(item)
+        else:
+            digest.update(f"{type(value).__name__}:{value!r};".encode())
+
+    visit({key: value for key, value in state.items() if key != "checksum"})
+    return digest.hexdigest()
+
+
+def _check_writable(path: str | os.PathLike) -> None:
+    """Raise ``ValueError`` now, not at the first checkpoint, if ``path`` cannot be written."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent, prefix=path.name + ".", suffix=".probe"):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"checkpoint_path {path} is not writable ({type(error).__name__}: {error}); "
+            "expected a file path in a folder that can be created and written"
+        ) from None
+    if path.is_dir():
+        raise ValueError(f"checkpoint_path {path} is a folder; expected a file path")
+
+
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write ``state`` with ``torch.save`` atomically: to a temp file in the same folder, then
-    ``os.replace`` onto ``path`` (a crash mid-write never leaves a truncated checkpoint)."""
+    """Write ``state`` with ``torch.save`` atomically: to a temp file in the same folder,
+    flushed to disk, then ``os.replace`` onto ``path`` (a crash mid-write never leaves a
+    truncated checkpoint). A ``"checksum"`` entry (``state_checksum``) is added, which
+    ``load_checkpoint`` verifies. Temp files left by earlier writers of ``path`` that were
+    killed mid-write are removed (one process writes a given path at a time)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    state = {**state, "checksum": state_checksum(state)}
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".partial")
     umask = os.umask(0)
     os.umask(umask)
@@ -276,16 +342,35 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
         raise
+    for stale in path.parent.glob(glob.escape(path.name) + ".*.partial"):
+        try:
+            stale.unlink()
+        except OSError:
+            pass
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
-                    ) -> dict[str, Any]:
-    """Open a checkpoint with ``torch.load(..., weights_only=True)`` (no code is unpickled).
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    required: tuple[str, ...] = ("model", "config")) -> dict[str, Any]:
+    """Open a checkpoint with ``torch.load(..., weights_only=True)`` (no code is unpickled) and
+    verify its ``"checksum"`` (files written before checksums existed have none and load as
+    they are).
+
+    Args:
+        path: the file. map_location: device of the loaded tensors.
+        required: keys the checkpoint must have (a VAE's: "model" and "config").
 
     Raises:
         FileNotFoundError: no file at ``path`` (the message says how to make one).
-        CheckpointError: the file is truncated, corrupt or not a dict checkpoint.
+        ValueError: ``map_location`` names a device this machine does not have.
+        CheckpointError: the file is truncated, corrupt (checksum mismatch) or not a dict
+            checkpoint with the ``required`` keys.
     """
+    device = torch.device(map_location) if isinstance(map_location, (str, torch.device)) else None
+    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"map_location={str(map_location)!r} but no CUDA device is available here; "
+            "expected map_location='cpu' (or a device this machine has)"
+        )
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -301,11 +386,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"{str(error).splitlines()[0] if str(error) else ''}). The file is truncated or "
             "corrupt: delete it and retrain, or restore it from git."
         ) from error
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+    if not isinstance(state, dict) or any(key not in state for key in required):
         raise CheckpointError(
-            f"checkpoint {path} is not an nfutils VAE checkpoint (expected a dict with 'model' "
-            f"and 'config'; found {type(state).__name__}"
+            f"checkpoint {path} is not an nfutils checkpoint of this kind (expected a dict "
+            f"with keys {list(required)}; found {type(state).__name__}"
             + (f" with keys {sorted(state)}" if isinstance(state, dict) else "") + ")"
+        )
+    if "checksum" in state and state["checksum"] != state_checksum(state):
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt: the checksum of its contents does not match the "
+            "one stored when it was written. Delete it and retrain, or restore it from git."
         )
     return state
 
@@ -390,7 +480,11 @@ def fit_vae(
         lr, optimizer: see ``make_optimizer`` ("adam", fused where possible, or "rmsprop").
         anneal, anneal_steps: the beta_t schedule.
         checkpoint_path: where to keep the training state (model, optimizer, generator, step,
-            epoch, history); if the file exists, training resumes from it.
+            epoch, history); if the file exists, training resumes from it. A resume must use
+            the same ``seed``, ``optimizer`` and ``batch_size`` (they fix which steps are
+            taken); a changed ``lr``, ``num_samples``, ``anneal`` or ``anneal_steps`` applies
+            from the resumed step on (the optimizer's stored lr is replaced) and is recorded
+            in ``history.setting_changes``.
         checkpoint_every: steps between checkpoints (one is also written at the end and when
             the time budget runs out).
         time_budget: stop cleanly (with a checkpoint) after this many seconds; call again to
@@ -410,9 +504,13 @@ def fit_vae(
         ``VAEHistory`` (also stored in the checkpoint).
 
     Raises:
-        NonFiniteLossError: the loss became NaN/inf (no step is taken on it; the last checkpoint
-            holds the last good state).
-        ValueError: bad shapes, or a checkpoint made for another architecture or batch size.
+        NonFiniteLossError: the loss, or a parameter after an update, became NaN/inf (no step
+            is taken on such a loss and no such state is saved; the last checkpoint holds the
+            last good state).
+        ValueError: bad shapes, counts below 1, an empty training set, an unwritable
+            ``checkpoint_path``, or a checkpoint there made for another architecture, seed,
+            optimizer or batch size, or holding weights only (``save_vae``).
+        CheckpointError: the checkpoint there is truncated or corrupt.
     """
     if train_images.dim() != 2 or train_images.shape[1] != model.data_dim:
         raise ValueError(
@@ -425,8 +523,18 @@ def fit_vae(
             f"test_images must have shape (M, {model.data_dim}); received "
             f"{tuple(test_images.shape)}"
         )
-    if num_epochs < 1 or batch_size < 1 or num_samples < 1 or checkpoint_every < 1:
-        raise ValueError("num_epochs, batch_size, num_samples and checkpoint_every must be >= 1")
+    _check_positive(num_epochs=num_epochs, batch_size=batch_size, num_samples=num_samples,
+                    checkpoint_every=checkpoint_every, log_every=log_every,
+                    anneal_steps=anneal_steps)
+    if train_images.shape[0] == 0:
+        raise ValueError(
+            f"train_images is empty: expected at least one image of shape ({model.data_dim},); "
+            f"received shape {tuple(train_images.shape)}"
+        )
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    if checkpoint_path is not None:
+        _check_writable(checkpoint_path)
     device = next(model.parameters()).device
     train_images = train_images.to(device)
     steps_per_epoch = math.ceil(train_images.shape[0] / batch_size)
@@ -447,24 +555,51 @@ def fit_vae(
                 f"checkpoint {checkpoint_path} was made for a VAE with config {state['config']}, "
                 f"not {model.config}; delete it or build the model with build_vae(config)"
             )
-        saved = state.get("settings", {})
-        if saved.get("batch_size", batch_size) != batch_size:
+        if "optimizer" not in state or "step" not in state:
             raise ValueError(
-                f"checkpoint {checkpoint_path} was trained with batch_size "
-                f"{saved['batch_size']}, not {batch_size}; resume with the same batch size"
+                f"checkpoint {checkpoint_path} holds weights only (as written by save_vae), not "
+                "a training state with optimizer, generator and step; fit_vae resumes only from "
+                "its own checkpoint_path. Load these weights with load_vae, or pass another path"
             )
+        # A resume continues the same run: the settings that fix which steps are taken
+        # (shuffles, noise, optimizer state) must match; the others apply from here on and
+        # are recorded in history.setting_changes.
+        saved = state.get("settings", {})
+        for name in ("batch_size", "seed", "optimizer"):
+            if name in saved and saved[name] != settings[name]:
+                raise ValueError(
+                    f"checkpoint {checkpoint_path} was trained with {name} = {saved[name]!r}; "
+                    f"received {name} = {settings[name]!r}. Resume with the same {name}, or "
+                    "start a new run with another checkpoint_path"
+                )
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        for group in opt.param_groups:  # the lr passed now, not the one stored
+            group["lr"] = lr
         generator.set_state(state["generator"].to("cpu"))
         step = int(state["step"])
         history = VAEHistory.from_dict(state["history"])
         acc = dict(state["accumulators"])
         history.resumed_from.append(step)
+        for name, value in settings.items():
+            if name in saved and saved[name] != value:
+                history.setting_changes.append(
+                    {"step": step, "name": name, "old": saved[name], "new": value})
         history.finished = step >= total_steps
 
     def checkpoint() -> None:
         if checkpoint_path is None:
             return
+        # the last update may have made a parameter NaN or inf (its loss is not computed
+        # yet): never save such a state over the last good checkpoint
+        for name, param in model.named_parameters():
+            if not bool(torch.isfinite(param).all()):
+                raise NonFiniteLossError(
+                    f"parameter {name} became NaN or infinite in the update of step {step - 1}; "
+                    "training stopped without saving this state (the checkpoint holds the last "
+                    "good one). Lower the learning rate (a resume applies the new lr) or clip "
+                    "gradients (max_grad_norm)."
+                )
         save_checkpoint({
             "format": CHECKPOINT_FORMAT, "config": dict(model.config),
             "model": model.state_dict(), "optimizer": opt.state_dict(),

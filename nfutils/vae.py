@@ -439,6 +439,11 @@ def log_likelihood(
     """
     if num_samples < 1 or batch < 1:
         raise ValueError(f"need num_samples >= 1 and batch >= 1; got {num_samples}, {batch}")
+    if x.dim() != 2 or x.shape[-1] != model.data_dim:
+        raise ValueError(
+            f"x must have shape (N, {model.data_dim}) (a batch of flattened images); received "
+            f"{tuple(x.shape)}"
+        )
     if chunk is None:
         chunk = max(1, min(num_samples, 20_000 // batch))
     device = next(model.parameters()).device
@@ -489,8 +494,7 @@ def log_q_at(model: VAE, x: Tensor, z_k: Tensor) -> Tensor:
     sum_log_det = z.new_zeros(z.shape[:-1])
     if flow_params is not None:
         w, u, b = flow_params
-        u_hat = constrain_u(w, u)
-        w_dot_u = (w * u_hat).sum(-1)  # (B, K)
+        u_hat, w_dot_u = constrain_u(w, u, return_w_dot_u_hat=True)  # (B, K, D), (B, K)
         for k in reversed(range(w.shape[1])):
             z = planar_inverse(z, w[:, k], u_hat[:, k], b[:, k])
             h = torch.tanh((z * w[:, k]).sum(-1) + b[:, k])

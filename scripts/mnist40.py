@@ -266,7 +266,7 @@ def save_evaluation(result: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".pt.partial")
     torch.save({**result, "values": {k: v.float() for k, v in result["values"].items()},
-                "torch": torch.__version__}, tmp)
+                "torch": str(torch.__version__)}, tmp)
     os.replace(tmp, path)
 
 

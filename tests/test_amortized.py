@@ -2,6 +2,7 @@
 training, schedules and checkpoints (nfutils/amortized.py)."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -215,10 +216,13 @@ def test_interrupted_training_resumes_from_the_checkpoint(tmp_path):
     history = fit_amortized(again, gaussian_family, uniform_angles, checkpoint_path=path, **kwargs)
     assert history.resumed_from == 20
     assert torch.allclose(again.head.bias, reference.head.bias, atol=1e-6)
-    # a different configuration does not load it
-    other = fit_amortized(AmortizedPlanarFlow(dim=2, num_layers=2, hidden=8), gaussian_family,
-                          uniform_angles, checkpoint_path=path, **{**kwargs, "num_steps": 3})
-    assert other.resumed_from == 0
+    # a checkpoint of a different configuration is refused, not silently trained over
+    before = open(path, "rb").read()
+    with pytest.raises(ValueError, match=r"another configuration \(differs in \['num_steps'\]"):
+        fit_amortized(AmortizedPlanarFlow(dim=2, num_layers=2, hidden=8), gaussian_family,
+                      uniform_angles, checkpoint_path=path, **{**kwargs, "num_steps": 3})
+    assert open(path, "rb").read() == before
+    assert sorted(os.listdir(tmp_path)) == ["amortizer.pt"]  # no temp files left behind
 
 
 def test_cosine_schedule_matches_its_formula():
@@ -256,3 +260,21 @@ def test_bad_input_names_expected_shape():
     with pytest.raises(ValueError, match="features"):
         AmortizedPlanarFlow(features="degrees")
     assert amortized.FEATURES["angle"][1:] == (1, 2)
+
+
+def test_corrupt_or_foreign_checkpoint_gives_a_clear_error(tmp_path):
+    from nfutils.training import CheckpointError
+
+    kwargs = dict(num_steps=2, conditions_per_step=2, samples_per_condition=4, log_every=1)
+    path = tmp_path / "broken.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="broken.pt could not be read"):
+        fit_amortized(AmortizedPlanarFlow(dim=2, num_layers=2, hidden=8), gaussian_family,
+                      uniform_angles, checkpoint_path=str(path), **kwargs)
+    torch.save({"model": {}}, path)
+    with pytest.raises(CheckpointError, match="expected a dict with keys"):
+        fit_amortized(AmortizedPlanarFlow(dim=2, num_layers=2, hidden=8), gaussian_family,
+                      uniform_angles, checkpoint_path=str(path), **kwargs)
+    with pytest.raises(ValueError, match="log_every must be an integer >= 1"):
+        fit_amortized(AmortizedPlanarFlow(dim=2, num_layers=2, hidden=8), gaussian_family,
+                      uniform_angles, **{**kwargs, "log_every": 0})

@@ -150,6 +150,14 @@ def test_missing_hash_file_raises_file_not_found(tmp_path: Path) -> None:
         load_mnist("test", root=root)
 
 
+@pytest.mark.parametrize("line", ["0fa7898d509279e482958e8ce81c8e77", "not-a-digest  t10k-images-idx3-ubyte"])
+def test_malformed_hash_file_names_the_line(tmp_path: Path, line: str) -> None:
+    root = _copy_mnist(tmp_path / "mnist", names=MNIST_FILES[2:])
+    (root / "SHA256SUMS.raw").write_text(line + "\n")
+    with pytest.raises(MnistIntegrityError, match="line 1, is not in sha256sum format"):
+        load_mnist("test", root=root)
+
+
 def test_bad_idx_magic_raises_integrity_error() -> None:
     header = (2049).to_bytes(4, "big") + (3).to_bytes(4, "big")
     with pytest.raises(MnistIntegrityError, match="magic"):

@@ -112,6 +112,66 @@ def test_w_dot_u_hat_above_minus_one_random_and_adversarial():
     assert bool((w_dot_u_hat > -1).all()), float(w_dot_u_hat.min())
 
 
+def extreme_grid(dtype):
+    """Pairs (w, u) in 2-D over |w| from 1e-30 to 1e15 and w.u from -1e30 to 1e30, with a
+    component of u orthogonal to w from 0 to 1e3 times the part along w (all finite)."""
+    norms = [1e-30, 1e-20, 1e-19, 1e-10, 1e-3, 0.1, 1.0, 3.0, 10.0, 1e5, 1e15]
+    dots = [-1e30, -1e20, -1e8, -1e6, -5e3, -1e3, -300.0, -273.0, -40.0, -17.0, -9.0, -1.0,
+            0.0, 1.0, 30.0, 1e6, 1e20]
+    angles = torch.linspace(0.0, 6.2, 7, dtype=torch.float64)
+    ws, us = [], []
+    for norm in norms:
+        for dot in dots:
+            for angle in angles:
+                for perp in [0.0, 1e-3, 1.0, 1e3]:
+                    w_dir = torch.stack([torch.cos(angle), torch.sin(angle)])
+                    along = dot / norm  # u's length along w
+                    if not abs(along) < 1e35 or not abs(along * perp) < 1e35:
+                        continue
+                    perp_dir = torch.stack([-w_dir[1], w_dir[0]])
+                    ws.append(norm * w_dir)
+                    us.append(along * w_dir + perp * abs(along) * perp_dir)
+    w, u = torch.stack(ws).to(dtype), torch.stack(us).to(dtype)
+    keep = torch.isfinite(w).all(-1) & torch.isfinite(u).all(-1) & (w.abs().amax(-1) > 0)
+    return w[keep], u[keep]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_app_a1_guarantee_holds_on_extreme_grid(dtype):
+    """1 + w.u_hat >= 1e-4 (up to rounding), finite u_hat and finite log-dets for every finite
+    (w, u), on the reference (constrain_u + planar_transform) and on the fast and eager
+    stacks; float32 used to give w.u_hat <= -1 from w.u ~ -300 on."""
+    w, u = extreme_grid(dtype)
+    assert w.shape[0] > 1000
+    u_hat, w_dot_u_hat = constrain_u(w, u, return_w_dot_u_hat=True)
+    assert torch.isfinite(u_hat).all()
+    assert float((1 + w_dot_u_hat).min()) >= 0.99 * flows.SOFTPLUS_FLOOR
+    # the example of the report: w = (1, 0), u = (-1e6, 0) gave w.u_hat = -1.0 in float32
+    u_hat_1 = constrain_u(torch.tensor([1.0, 0.0], dtype=dtype),
+                          torch.tensor([-1e6, 0.0], dtype=dtype))
+    assert float(u_hat_1[0]) > -1 and float(u_hat_1[0]) == pytest.approx(-1 + 1e-4, abs=1e-6)
+    # the log-det of one layer at the steepest point (w.z + b = 0), where 1 + u.psi is smallest
+    z = torch.zeros_like(w)
+    b = torch.zeros(w.shape[0], dtype=dtype)
+    _, log_det_ref = planar_transform(z, w, u_hat, b, w_dot_u=w_dot_u_hat)
+    assert torch.isfinite(log_det_ref).all()
+    assert float(log_det_ref.min()) >= math.log(0.99 * flows.SOFTPLUS_FLOOR)
+    # the stacks: one layer per (w, u), per-example parameters (B, 1, D)
+    w_s, u_s, b_s = w.unsqueeze(1), u.unsqueeze(1), b.unsqueeze(1)
+    with torch.no_grad():
+        _, log_det_eager = planar_flow(z, w_s, u_s, b_s)
+    w_g, u_g, b_g = (t.clone().requires_grad_() for t in (w_s, u_s, b_s))
+    _, log_det_fast = planar_flow(z, w_g, u_g, b_g)
+    for log_det in (log_det_eager, log_det_fast.detach()):
+        assert torch.isfinite(log_det).all()
+        assert torch.allclose(log_det, log_det_ref, atol=1e-5, rtol=1e-5)
+    # the shared stack's fast path (NumPy loops on the CPU), one layer (K = 1) at a time
+    for row in range(0, w.shape[0], 5):
+        w_k, u_k = w[row : row + 1].clone().requires_grad_(), u[row : row + 1].clone().requires_grad_()
+        _, log_det = planar_flow(z[:2], w_k, u_k, torch.zeros(1, dtype=dtype))
+        assert torch.allclose(log_det.detach(), log_det_ref[row].expand(2), atol=1e-5, rtol=1e-5)
+
+
 def test_constrain_u_matches_formula_and_keeps_valid_u():
     w = torch.randn(100, 3, **torch_f64)
     u = torch.randn(100, 3, **torch_f64)
@@ -174,9 +234,10 @@ def test_radial_inverse_round_trip(dim):
 def per_layer_reference(z, w, u, b):
     """Plain per-layer loop with planar_transform: the independent computation."""
     total = torch.zeros(z.shape[:-1], **torch_f64)
-    u_hat = constrain_u(w, u)
+    u_hat, w_dot_u = constrain_u(w, u, return_w_dot_u_hat=True)
     for k in range(w.shape[-2]):
-        z, log_det = planar_transform(z, w[..., k, :], u_hat[..., k, :], b[..., k])
+        z, log_det = planar_transform(z, w[..., k, :], u_hat[..., k, :], b[..., k],
+                                      w_dot_u=w_dot_u[..., k])
         total = total + log_det
     return z, total
 
@@ -204,6 +265,7 @@ def test_planar_stack_per_example_parameters(dim):
     z_k, sum_log_det = planar_flow(z, w, u, b)
     z_ref, ref = per_layer_reference(z, w, u, b)
     assert torch.allclose(z_k, z_ref, atol=1e-10) and torch.allclose(sum_log_det, ref, atol=1e-10)
+    ref_single = ref
     # several samples per example: z (S, B, D) against parameters (B, K, D)
     z_many = torch.randn(3, batch, dim, **torch_f64)
     z_k_many, log_det_many = planar_flow(z_many, w, u, b)
@@ -213,7 +275,10 @@ def test_planar_stack_per_example_parameters(dim):
         assert torch.allclose(log_det_many[s], ref, atol=1e-10)
     # the module accepts the same per-example parameters
     module = PlanarFlow(dim, layers).double()
-    assert torch.allclose(module(z, w, u, b)[1], ref if False else planar_flow(z, w, u, b)[1])
+    z_module, log_det_module = module(z, w, u, b)
+    z_ref, _ = per_layer_reference(z, w, u, b)
+    assert torch.allclose(z_module, z_ref, atol=1e-10)
+    assert torch.allclose(log_det_module, ref_single, atol=1e-10)
 
 
 @pytest.mark.parametrize("dim", [2, 5])
@@ -319,3 +384,19 @@ def test_bad_input_names_expected_shape():
         free_energy(torch.zeros(3), torch.zeros(4))
     with pytest.raises(ValueError, match="kind"):
         flows.make_flow("affine", 2, 3)
+
+
+# ---------------------------------------------------------------- argument checks
+
+
+def test_flow_of_another_dimension_is_refused():
+    with pytest.raises(ValueError, match="D = 3 dimensions but the base density has dim = 2"):
+        NormalizingFlow(2, PlanarFlow(3, 2))
+    with pytest.raises(ValueError, match="dim = 2"):
+        NormalizingFlow(2, RadialFlow(5, 2))
+
+
+def test_make_flow_refuses_negative_length():
+    with pytest.raises(ValueError, match="num_layers K >= 0.*num_layers = -1"):
+        flows.make_flow("planar", 2, -1)
+    assert flows.make_flow("radial", 2, 0).num_layers == 0

@@ -25,10 +25,14 @@ def loop_backend(request, monkeypatch):
 
 def per_layer_log_q(log_q0, z, w, u, b, constrain=True):
     """log q_K = log q_0 - sum_k log|det_k| with one planar_transform per layer (Eq. 13)."""
-    u_hat = constrain_u(w, u) if constrain else u
+    if constrain:  # w.u_hat = m(w.u) exactly (App. A.1), not the rounded dot product
+        u_hat, w_dot_u = constrain_u(w, u, return_w_dot_u_hat=True)
+    else:
+        u_hat, w_dot_u = u, (w * u).sum(-1)
     log_q = log_q0
     for k in range(w.shape[-2]):
-        z, log_det = planar_transform(z, w[..., k, :], u_hat[..., k, :], b[..., k])
+        z, log_det = planar_transform(z, w[..., k, :], u_hat[..., k, :], b[..., k],
+                                      w_dot_u=w_dot_u[..., k])
         log_q = log_q - log_det
     return z, log_q
 

@@ -1,9 +1,11 @@
-"""scripts/mnist40.py: evaluation of a checkpoint, the generated table and the README update."""
+"""scripts/mnist40.py: the per-image evaluation, the paired summary, the generated table and the
+README update, and the frozen-decoder experiment (on a tiny model)."""
 
 import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +14,9 @@ sys.path.insert(0, str(ROOT))
 from scripts import mnist40  # noqa: E402
 
 from nfutils import training, vae  # noqa: E402
+
+TINY_SETTINGS = dict(test_images=12, elbo_samples=3, samples_paper=4, samples_paired=6,
+                     paired_images=8, samples_subset=20, subset_images=5)
 
 
 @pytest.fixture
@@ -24,40 +29,97 @@ def tiny_checkpoint(tmp_path):
     return path
 
 
-def test_evaluate_checkpoint_is_consistent(tiny_checkpoint):
-    images = (torch.rand(12, 784, generator=torch.Generator().manual_seed(1)) < 0.3).float()
-    row = mnist40.evaluate_checkpoint(tiny_checkpoint, images, samples_full=4, samples_subset=64,
-                                      subset=5, dev=torch.device("cpu"))
-    assert row["flow_length"] == 2 and row["test_images"] == 12 and row["subset"] == 5
-    # the gap is the paired difference of the two subset columns
-    assert row["posterior_gap"] == pytest.approx(row["nll_subset_low"] - row["nll_subset_high"], abs=1e-9)
-    # an independent check of the low-S column: the same model, the same seed, by hand
-    model, _ = training.load_vae(tiny_checkpoint)
-    generator = torch.Generator().manual_seed(0)
-    training.evaluate_elbo(model, images, num_samples=1, seed=0)  # uses its own generator
-    log_px = vae.log_likelihood(model, images, num_samples=4, generator=generator)
-    assert row["nll_full"] == pytest.approx(float(-log_px.mean()), abs=1e-6)
-    assert row["nll_subset_low"] == pytest.approx(float(-log_px[:5].mean()), abs=1e-6)
-    # more samples give a larger log p(x) estimate on average, and IS beats the ELBO
-    assert row["posterior_gap"] > 0
-    assert row["nll_full"] < row["neg_elbo"]
+def tiny_images():
+    return (torch.rand(12, 784, generator=torch.Generator().manual_seed(1)) < 0.3).float()
 
 
-def test_results_table_and_readme_update(tmp_path, tiny_checkpoint):
-    row = {"flow_length": 10, "budget": {"updates": 6000, "epochs": 10, "seconds": 1800.0,
-                                          "device": "cpu (x86_64, 1 threads)"},
-           "test_images": 10000, "neg_elbo": 95.5, "samples_full": 200, "nll_full": 91.25,
-           "nll_full_stderr": 0.25, "subset": 200, "samples_subset": 5000,
-           "nll_subset_low": 90.0, "nll_subset_high": 89.5, "posterior_gap": 0.5}
-    table = mnist40.results_table([row])
+def test_evaluate_checkpoint_matches_the_estimators_called_directly(tiny_checkpoint, tmp_path):
+    images = tiny_images()
+    result = mnist40.evaluate_checkpoint(tiny_checkpoint, images, TINY_SETTINGS,
+                                         dev=torch.device("cpu"))
+    values = result["values"]
+    assert result["flow_length"] == 2 and result["budget"]["updates"] == 600
+    assert [values[k].numel() for k in ("reconstruction", "kl", "log_px_paper", "log_px_paired",
+                                        "log_px_subset")] == [12, 12, 12, 8, 5]
+    model, _ = training.load_vae(tiny_checkpoint)  # the same model and streams, by hand
+    terms = vae.bound(model, images, 3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(values["reconstruction"], terms.reconstruction.double())
+    torch.testing.assert_close(values["kl"], terms.kl.double())
+    log_px = vae.log_likelihood(model, images[:8], 6, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(values["log_px_paired"], log_px)
+    # more samples give larger estimates on average, and importance sampling beats the ELBO
+    elbo = values["reconstruction"] - values["kl"]
+    assert float(values["log_px_subset"].mean()) > float(values["log_px_paper"][:5].mean())
+    assert float(values["log_px_paper"].mean()) > float(elbo.mean())
+    # round trip through the saved file
+    mnist40.save_evaluation(result, mnist40.eval_path(2, tmp_path))
+    loaded = mnist40.load_evaluations([2], tmp_path)[2]
+    torch.testing.assert_close(loaded["values"]["log_px_paper"], values["log_px_paper"],
+                               atol=1e-4, rtol=0)
+    assert not list(tmp_path.glob("*.partial"))
+    with pytest.raises(FileNotFoundError, match="mnist40.py evaluate --flow-lengths 80"):
+        mnist40.load_evaluations([80], tmp_path)
+
+
+def fake_results():
+    generator = np.random.default_rng(0)
+    results = {}
+    for offset, k in enumerate((0, 10, 80)):
+        n = 6
+        values = {"reconstruction": torch.tensor(-90 + generator.normal(size=n)),
+                  "kl": torch.tensor(20 + generator.normal(size=n)),
+                  "log_px_paper": torch.tensor(-95 + offset + generator.normal(size=n)),
+                  "log_px_paired": torch.tensor(-94 + offset + generator.normal(size=4)),
+                  "log_px_subset": torch.tensor(-93 + offset + generator.normal(size=2))}
+        results[k] = {"values": values, "settings": dict(TINY_SETTINGS),
+                      "budget": {"updates": 6000, "epochs": 10, "seconds": 1800.0,
+                                 "device": "cpu (x86_64, 1 threads)"}}
+    return results
+
+
+def test_summary_rows_against_numpy():
+    results = fake_results()
+    rows = mnist40.summary_rows(results)
+    assert [r["flow_length"] for r in rows] == [0, 10, 80]
+    v = {k: {name: t.numpy() for name, t in r["values"].items()} for k, r in results.items()}
+    row = rows[2]
+    elbo = v[80]["reconstruction"] - v[80]["kl"]
+    assert row["neg_elbo"] == pytest.approx(-elbo.mean())
+    assert row["neg_elbo_stderr"] == pytest.approx(elbo.std(ddof=1) / math.sqrt(6))
+    assert row["reconstruction"] + row["kl"] == pytest.approx(row["neg_elbo"])
+    difference = v[0]["log_px_paired"] - v[80]["log_px_paired"]
+    assert row["vs_first"] == pytest.approx(difference.mean())
+    assert row["vs_first_stderr"] == pytest.approx(difference.std(ddof=1) / 2)
+    difference = v[10]["log_px_paired"] - v[80]["log_px_paired"]
+    assert row["vs_previous"] == pytest.approx(difference.mean())
+    assert row["nll_subset_paper"] == pytest.approx(-v[80]["log_px_paper"][:2].mean())
+
+
+def test_results_table_and_readme_update(tmp_path):
+    rows = mnist40.summary_rows(fake_results())
+    table = mnist40.results_table(rows)
     line = next(l for l in table.splitlines() if l.startswith("| 10 |"))
-    assert "95.50" in line and "91.25 ± 0.25" in line and "87.50" in line and "88.95" in line
+    assert f"{rows[1]['nll_paper']:.2f} ± {rows[1]['nll_paper_stderr']:.2f}" in line
+    assert f"{rows[1]['vs_first']:+.2f} ± {rows[1]['vs_first_stderr']:.2f}" in line
+    assert "87.50" in line and "88.43" in line  # paper and reproduction at K = 10
     assert "6,000 updates (10 epochs), 0.50 h" in line
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{mnist40.README_BEGIN}\nold\n{mnist40.README_END}\nrest\n")
-    mnist40.update_readme([row], readme)
+    mnist40.update_readme(rows, readme)
     text = readme.read_text()
-    assert "old" not in text and "| 10 | 95.50" in text and text.endswith("rest\n")
+    assert "old" not in text and "| 10 |" in text and text.endswith("rest\n")
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="markers"):
-        mnist40.update_readme([row], readme)
+        mnist40.update_readme(rows, readme)
+
+
+def test_frozen_decoder_experiment_runs_and_keeps_the_decoder(tiny_checkpoint):
+    torch.set_num_threads(1)
+    settings = dict(images=3, num_steps=30, num_samples=2, lr=1e-2, warmup_steps=5,
+                    elbo_samples=50, is_samples=200)
+    result = mnist40.frozen_decoder_experiment(tiny_checkpoint, tiny_images(), (0, 2),
+                                               settings, dev=torch.device("cpu"))
+    for k in (0, 2):
+        assert result["elbo"][k].shape == (3,) and result["log_px"][k].shape == (3,)
+        assert bool(torch.isfinite(result["elbo"][k]).all())
+        assert float(result["log_px"][k].mean()) > float(result["elbo"][k].mean())

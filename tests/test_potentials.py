@@ -1,6 +1,7 @@
 """Potentials: Table 1 at hand-computed points, tapering, quadrature, exact-target KL."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -140,3 +141,20 @@ def test_kl_is_zero_for_a_flow_that_is_the_target():
         model.mu.add_(1.0)
     z_k, log_q = model.rsample(10_000)
     assert float(flows.free_energy(log_q, U(z_k))) + log_Z > 0.3
+
+
+def test_log_partition_warns_when_the_grid_cuts_off_mass():
+    with pytest.warns(UserWarning, match="outermost cells of the grid hold"):
+        log_partition(U1, extent=1.0, resolution=200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        log_partition(U1, extent=6.0, resolution=200)
+
+
+def test_log_partition_refuses_nan_energies():
+    def U_with_nan(z):
+        energies = U1(z)
+        return torch.where(z[..., 0] > 5.0, torch.nan, energies)
+
+    with pytest.raises(ValueError, match="NaN or -inf at .* grid points"):
+        log_partition(U_with_nan, extent=6.0, resolution=200)

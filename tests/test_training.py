@@ -94,7 +94,7 @@ def test_time_budget_stops_with_a_checkpoint_and_resumes_to_the_same_result(one_
 
 CHILD = textwrap.dedent("""
     import sys, time, torch
-    sys.path.insert(0, {tests_dir!r})
+    sys.path[:0] = [{tests_dir!r}, {tests_dir!r} + "/.."]  # this checkout's nfutils
     from test_training import FIT, new_model, tiny_data
     from nfutils.training import fit_vae
     torch.set_num_threads(1)
@@ -150,7 +150,7 @@ def test_missing_and_corrupt_checkpoints_give_clear_errors(tmp_path):
         load_checkpoint(garbage)
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(2)}, other)
-    with pytest.raises(CheckpointError, match="not an nfutils VAE checkpoint"):
+    with pytest.raises(CheckpointError, match="not an nfutils checkpoint of this kind"):
         load_checkpoint(other)
     # fit_vae refuses to resume a checkpoint that is corrupt instead of silently restarting
     train, test = tiny_data()
@@ -252,3 +252,295 @@ def test_warmup_cosine_schedule_against_its_formula():
     for bad in [(0, 0, 0), (0, 10, 10), (0, 10, -1)]:
         with pytest.raises(ValueError, match="warmup_steps"):
             training.warmup_cosine(*bad)
+
+# ---------------------------------------------------------------- what the checks must catch
+
+
+_UNPICKLED = []
+
+
+def _record_unpickling():
+    _UNPICKLED.append(True)
+    return "ran"
+
+
+class _CodeOnLoad:
+    """An object whose unpickling calls a function: what weights_only=True must refuse."""
+
+    def __reduce__(self):
+        return (_record_unpickling, ())
+
+
+def test_load_checkpoint_never_runs_code_from_the_file(tmp_path):
+    path = tmp_path / "malicious.pt"
+    torch.save({"config": dict(new_model().config), "model": new_model().state_dict(),
+                "note": _CodeOnLoad()}, path)
+    _UNPICKLED.clear()
+    with pytest.raises(CheckpointError, match="could not be read"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError):
+        load_vae(path)
+    assert not _UNPICKLED
+
+
+def test_checkpoints_are_written_every_checkpoint_every_steps(tmp_path, monkeypatch):
+    saved_steps = []
+    original = training.save_checkpoint
+
+    def recording_save(state, path):
+        saved_steps.append(state["step"])
+        original(state, path)
+
+    monkeypatch.setattr(training, "save_checkpoint", recording_save)
+    train, _ = tiny_data()  # 4 steps per epoch, 12 in all
+    fit_vae(new_model(), train, None, **FIT, checkpoint_path=tmp_path / "c.pt",
+            checkpoint_every=2)
+    assert saved_steps == [2, 4, 6, 8, 10, 12]  # every 2 steps, and the final state
+    saved_steps.clear()
+    fit_vae(new_model(), train, None, **FIT, checkpoint_path=tmp_path / "d.pt",
+            checkpoint_every=5)
+    assert saved_steps == [5, 10, 12]
+
+
+def _nan_loss_at(monkeypatch, bad_call):
+    """Make ``bound`` inside fit_vae return a NaN loss at its call number ``bad_call``."""
+    calls = {"n": 0}
+    original = training.bound
+
+    def bound_with_nan(*args, **kwargs):
+        terms = original(*args, **kwargs)
+        if calls["n"] == bad_call:
+            terms.loss = terms.loss * float("nan")
+        calls["n"] += 1
+        return terms
+
+    monkeypatch.setattr(training, "bound", bound_with_nan)
+
+
+def test_nan_loss_is_caught_before_the_update(tmp_path, monkeypatch):
+    """No optimizer step is taken on a NaN loss: the parameters stay those of the last step."""
+    train, _ = tiny_data()
+    _nan_loss_at(monkeypatch, 5)
+    snapshots = {}
+    model = new_model()
+
+    def snapshot(step, elbo):
+        snapshots[step] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    with pytest.raises(NonFiniteLossError, match="step 5"):
+        fit_vae(model, train, None, **FIT, checkpoint_path=tmp_path / "n.pt",
+                checkpoint_every=2, callback=snapshot)
+    assert max(snapshots) == 5
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, snapshots[5][name]), name
+    assert load_checkpoint(tmp_path / "n.pt")["step"] == 4
+
+
+def _nan_gradient_at(model, bad_update):
+    """Make the gradient of one weight NaN in update number ``bad_update`` (a finite loss
+    whose update ruins the parameters)."""
+    calls = {"n": 0}
+
+    def hook(grad):
+        calls["n"] += 1
+        return grad * float("nan") if calls["n"] == bad_update + 1 else grad
+
+    model.decoder[-1].bias.register_hook(hook)
+
+
+def test_a_ruined_update_on_a_checkpoint_step_is_not_saved_and_a_lower_lr_applies(tmp_path):
+    train, _ = tiny_data()
+    path = tmp_path / "r.pt"
+    model = new_model()
+    _nan_gradient_at(model, 3)  # the update that ends step 4, a checkpoint step
+    with pytest.raises(NonFiniteLossError, match="update of step 3"):
+        fit_vae(model, train, None, **FIT, checkpoint_path=path, checkpoint_every=2)
+    state = load_checkpoint(path)
+    assert state["step"] == 2
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+    # rerun with a smaller learning rate, as the error advises: it is applied and recorded
+    lower = FIT["lr"] / 10
+    history = fit_vae(new_model(), train, None, **{**FIT, "lr": lower}, checkpoint_path=path,
+                      checkpoint_every=2)
+    assert history.finished and history.resumed_from == [2]
+    assert history.setting_changes == [{"step": 2, "name": "lr", "old": FIT["lr"], "new": lower}]
+    final = load_checkpoint(path)
+    assert final["settings"]["lr"] == lower
+    assert all(group["lr"] == lower for group in final["optimizer"]["param_groups"])
+    assert final["history"]["setting_changes"] == history.setting_changes
+
+
+@pytest.mark.parametrize("name, value", [("seed", 8), ("optimizer", "rmsprop"),
+                                         ("batch_size", 20)])
+def test_resume_with_settings_that_fix_the_run_is_refused(tmp_path, name, value):
+    train, _ = tiny_data()
+    path = tmp_path / "s.pt"
+    fit_vae(new_model(), train, None, **{**FIT, "num_epochs": 1}, checkpoint_path=path)
+    with pytest.raises(ValueError, match=f"trained with {name} = .*received {name} = "):
+        fit_vae(new_model(), train, None, **{**FIT, name: value}, checkpoint_path=path)
+
+
+def test_fit_vae_refuses_a_weights_only_file(tmp_path):
+    path = tmp_path / "weights.pt"
+    save_vae(new_model(), path)
+    train, _ = tiny_data()
+    with pytest.raises(ValueError, match="holds weights only .*save_vae"):
+        fit_vae(new_model(), train, None, **FIT, checkpoint_path=path)
+
+
+def test_bad_arguments_are_refused_before_training(tmp_path):
+    train, _ = tiny_data()
+    calls = []
+    for bad in (dict(log_every=0), dict(anneal_steps=0), dict(num_epochs=-1)):
+        name = next(iter(bad))
+        with pytest.raises(ValueError, match=f"{name} must be an integer >= 1"):
+            fit_vae(new_model(), train, None, **{**FIT, **bad})
+    with pytest.raises(ValueError, match=r"train_images is empty.*\(0, 12\)"):
+        fit_vae(new_model(), train[:0], None, **FIT)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match="checkpoint_path .*a_file/c.pt is not writable"):
+        fit_vae(new_model(), train, None, **FIT, checkpoint_path=blocker / "c.pt",
+                callback=lambda step, elbo: calls.append(step))
+    assert not calls
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_map_location_cuda_without_a_gpu_says_so(tmp_path):
+    path = tmp_path / "m.pt"
+    save_vae(new_model(), path)
+    with pytest.raises(ValueError, match="no CUDA device is available"):
+        load_checkpoint(path, map_location="cuda")
+
+
+def _data_offsets(path):
+    """(start, size) of every tensor record inside a torch zip checkpoint."""
+    import zipfile
+
+    offsets = []
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as raw:
+        for info in archive.infolist():
+            if "/data/" in info.filename and info.file_size > 0:
+                raw.seek(info.header_offset)
+                header = raw.read(30)
+                name_len = int.from_bytes(header[26:28], "little")
+                extra_len = int.from_bytes(header[28:30], "little")
+                offsets.append((info.header_offset + 30 + name_len + extra_len, info.file_size))
+    return offsets
+
+
+def test_a_flipped_byte_in_the_weights_is_detected(tmp_path):
+    path = tmp_path / "f.pt"
+    train, _ = tiny_data()
+    fit_vae(new_model(), train, None, **{**FIT, "num_epochs": 1}, checkpoint_path=path)
+    good = path.read_bytes()
+    reference = load_checkpoint(path)
+    generator = torch.Generator().manual_seed(3)
+    records = _data_offsets(path)
+    for _ in range(20):
+        start, size = records[int(torch.randint(len(records), (1,), generator=generator))]
+        position = start + int(torch.randint(size, (1,), generator=generator))
+        corrupt = bytearray(good)
+        corrupt[position] ^= 1 << int(torch.randint(8, (1,), generator=generator))
+        path.write_bytes(bytes(corrupt))
+        with pytest.raises(CheckpointError, match="checksum"):
+            load_checkpoint(path)
+    path.write_bytes(good)
+    assert training.state_checksum(load_checkpoint(path)) == reference["checksum"]
+
+
+def test_stale_partial_files_are_removed_by_the_next_save(tmp_path):
+    path = tmp_path / "p.pt"
+    for pid in range(3):  # what writers killed mid-write leave behind
+        (tmp_path / f"p.pt.{pid}abc.partial").write_bytes(b"x" * 1000)
+    (tmp_path / "other.pt.1.partial").write_bytes(b"y")  # another checkpoint's: kept
+    save_checkpoint({"config": {}, "model": {}}, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.pt.1.partial", "p.pt"]
+
+
+def test_committed_checkpoints_still_load():
+    from nfutils.amortized import CHECKPOINT_KEYS
+
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "checkpoints")
+    names = sorted(os.listdir(folder))
+    assert any(n.startswith("vae2d_") for n in names) and any(n.startswith("part2_") for n in names)
+    for name in names:
+        if name.startswith("part2_"):
+            state = load_checkpoint(os.path.join(folder, name), required=CHECKPOINT_KEYS)
+            assert int(state["step"]) == state["run_config"]["num_steps"]
+        elif name.endswith(".pt"):
+            model, state = load_vae(os.path.join(folder, name))
+            assert model.config["flow_length"] == state["config"]["flow_length"]
+
+
+# ---------------------------------------------------------------- fit_flow and kl_estimate
+
+
+def gaussian_target(mean=(1.0, -0.5), std=(0.5, 2.0)):
+    """U(z) = sum_j (z_j - m_j)^2 / (2 s_j^2), with log Z = sum_j log(sqrt(2 pi) s_j)."""
+    mean_t, std_t = torch.tensor(mean), torch.tensor(std)
+
+    def U(z):
+        return (0.5 * ((z - mean_t) / std_t) ** 2).sum(-1)
+
+    log_Z = float(sum(math.log(math.sqrt(2 * math.pi) * s) for s in std))
+    return U, log_Z, mean_t, std_t
+
+
+def test_kl_estimate_is_zero_for_the_target_itself_and_positive_otherwise():
+    from nfutils.flows import make_flow
+
+    U, log_Z, mean, std = gaussian_target()
+    model = make_flow("planar", 2, 0)
+    with torch.no_grad():
+        model.mu.copy_(mean)
+        model.log_sigma.copy_(std.log())
+    # log q + U + log Z = 0 at every sample when q is the target
+    assert training.kl_estimate(model, U, log_Z, num_samples=500) == pytest.approx(0.0, abs=1e-5)
+    with torch.no_grad():
+        model.log_sigma.zero_()
+    # KL(N(m, I) || N(m, diag s^2)) = sum_j [log s_j + 1 / (2 s_j^2) - 1/2]
+    exact = float(sum(math.log(s) + 0.5 / s**2 - 0.5 for s in std.tolist()))
+    estimate = training.kl_estimate(model, U, log_Z, num_samples=20_000,
+                                    generator=torch.Generator().manual_seed(0))
+    assert estimate == pytest.approx(exact, abs=0.05)
+
+
+def test_fit_flow_learns_a_gaussian_target_and_records_its_history():
+    from nfutils.flows import make_flow
+
+    U, log_Z, mean, std = gaussian_target()
+    model = make_flow("planar", 2, 2)
+    history = training.fit_flow(model, U, num_steps=200, num_samples=100, lr=5e-2, log_Z=log_Z,
+                                log_every=100, generator=torch.Generator().manual_seed(0))
+    assert history.steps == [0, 100, 199]
+    assert len(history.free_energy) == len(history.kl) == 3
+    assert history.kl[0] == pytest.approx(history.free_energy[0] + log_Z)
+    assert history.kl[-1] < 0.05 < history.kl[0]
+    assert torch.allclose(model.mu.detach(), mean, atol=0.2)
+    assert training.kl_estimate(model, U, log_Z, num_samples=5000) < 0.05
+    # annealing: F is still recorded at beta = 1
+    annealed = training.fit_flow(make_flow("planar", 2, 2), U, num_steps=3, num_samples=50,
+                                 anneal=True, anneal_steps=10, log_every=1)
+    assert annealed.steps == [0, 1, 2] and not annealed.kl
+
+
+@pytest.mark.parametrize("bad", [dict(num_steps=-5), dict(num_steps=0), dict(log_every=0),
+                                 dict(anneal_steps=0), dict(num_samples=0)])
+def test_fit_flow_refuses_counts_below_one(bad):
+    from nfutils.flows import make_flow
+
+    U, *_ = gaussian_target()
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=f"{name} must be an integer >= 1"):
+        training.fit_flow(make_flow("planar", 2, 1), U, **{"num_steps": 2, **bad})
+
+
+def test_fit_flow_stops_on_a_nan_loss():
+    from nfutils.flows import make_flow
+
+    def U_nan(z):
+        return torch.full(z.shape[:-1], float("nan"))
+
+    with pytest.raises(NonFiniteLossError, match="step 0"):
+        training.fit_flow(make_flow("planar", 2, 1), U_nan, num_steps=3, num_samples=10)

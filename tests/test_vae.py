@@ -124,6 +124,9 @@ def test_bad_input_shape_names_expected_and_received():
         model.encode(torch.zeros(5, 19))
     with pytest.raises(ValueError, match="activation"):
         VAE(activation="swish-ish")
+    # one image without its batch dimension: the message shows the shape passed in
+    with pytest.raises(ValueError, match=r"\(N, 20\).*received \(20,\)"):
+        log_likelihood(model, torch.zeros(20), num_samples=2)
 
 
 def test_build_vae_round_trips_config():
