@@ -1,24 +1,28 @@
 """Part 4: the paper's MNIST experiment (Sec. 6.2, Table 2, Fig. 4) — 40-D latent, planar flows of
 length K in {0, 2, 10, 20, 40, 80} amortized per data point.
 
-    python scripts/mnist40.py train --hours 1.2           # round robin over K, epoch by epoch
-    python scripts/mnist40.py train --epochs 50 --chunk-minutes 9   # resumable < 10 min pieces
-    python scripts/mnist40.py evaluate                     # -> data/results/mnist40.json
-    python scripts/mnist40.py readme                       # rewrite the README's Part 4 table
+    python scripts/mnist40.py train --flow-lengths 80 10 0 --threads 1 &   # two processes,
+    python scripts/mnist40.py train --flow-lengths 40 20 2 --threads 1 &   # one core each
+    python scripts/mnist40.py extend --epochs 50                # a later sitting: 50 more epochs
+    python scripts/mnist40.py evaluate --flow-lengths 80 10 0   # -> data/results/mnist40_eval_K*.pt
+    python scripts/mnist40.py frozen                            # -> data/results/mnist40_frozen_decoder.pt
+    python scripts/mnist40.py readme                            # rewrite the README's Part 4 table
 
-``train`` keeps each K's full training state (model, optimizer, RNG, history) under
-``outputs/runs/`` (not committed) and resumes from it, so a long budget can be spread over
-many runs (each under 10 minutes with ``--chunk-minutes``) on a borrowed GPU or the CPU. The
-Ks advance in lockstep, one epoch at a time, so at any stop every K has had the same number
-of updates; after every round the small float16 checkpoints ``data/checkpoints/mnist40_K{K}.pt``
-(weights only, with history and budget: updates, epochs, wall time, device) are rewritten.
+``train`` runs the recipe below for ``--epochs`` (default 100) epochs per K: the learning rate
+warms up and then decays to 0 at the last epoch. It keeps each K's full training state (model,
+optimizer, RNG, history) under ``outputs/runs/`` (not committed) and resumes from it after an
+interruption. The Ks of one process advance in lockstep, one epoch at a time; after every epoch
+the small float16 checkpoint ``data/checkpoints/mnist40_K{K}.pt`` (weights, history, budget,
+position in the schedule) is rewritten. ``extend`` continues from those committed checkpoints
+in a later sitting (fresh Adam, short re-warm-up, a new cosine decay), so the budget can grow
+beyond one sitting; every stage's record stays in the checkpoint.
 
-``evaluate`` measures, for every checkpoint, the test -ELBO (Eq. 20, one sample per x, the whole
-fixed binarized test set) and -ln p(x) by importance sampling with the flow posterior as
-proposal: S = 200 (the paper's setting) on the whole test set and S = 5000 on a subset, with
-the paired difference S=200 - S=5000 on that subset. The notebook
-``notebooks/04_vae_40d_latent.ipynb`` runs the same ``evaluate_checkpoint`` (with a small S in
-quick mode) and draws its table and figure from that evaluation.
+``evaluate`` measures every K on the fixed binarized test set, per image (``EVAL_SETTINGS``):
+the bound split into reconstruction and KL, and -ln p(x) by importance sampling with the flow
+posterior as proposal at S = 200 (all images), S = 1000 (the first 2,000, for paired
+comparisons) and S = 5000 (the first 500). ``frozen`` runs the frozen-decoder experiment. The
+notebook ``notebooks/04_vae_40d_latent.ipynb`` reads these files (or recomputes them) and draws
+its tables and figures from them.
 """
 
 from __future__ import annotations
@@ -63,13 +67,16 @@ LATENT_DIM = 40
 #:   count the clipped steps of every epoch (``epoch_clipped_steps``).
 TRAIN_SETTINGS = dict(batch_size=100, num_samples=1, lr=1e-3, optimizer="adam", anneal=False)
 WARMUP_STEPS = 500
+#: A continuation stage (``train_epoch(extend=True)``) starts a fresh Adam from the committed
+#: weights: a short re-warm-up, then its own cosine decay from ``EXTEND_LR`` to 0.
+REWARMUP_STEPS = 200
+EXTEND_LR = 3e-4
 MAX_GRAD_NORM = 100.0
 #: Epochs of the cosine schedule: the learning rate reaches 0 at the end of the last one.
 PLANNED_EPOCHS = 100
 #: The per-epoch test -ELBO in the training history uses the first 2,000 images of the fixed
 #: binarized test set (the whole set is evaluated by ``evaluate``).
 HISTORY_TEST_IMAGES = 2000
-STEPS_PER_EPOCH = 600
 
 
 #: -ln p(x) on the binarized MNIST test set, Table 2 of the paper (K = 2 is not in the table).
@@ -99,57 +106,134 @@ def device_name(dev: torch.device) -> str:
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def extend_state_path(flow_length: int, run_dir: Path = RUN_DIR) -> Path:
+    """The training state of a continuation stage (see ``train_epoch(extend=True)``)."""
+    return Path(run_dir) / f"mnist40_K{flow_length}.extend.state.pt"
+
+
+def _stage_info_path(flow_length: int, run_dir: Path) -> Path:
+    return Path(run_dir) / f"mnist40_K{flow_length}.extend.stages.pt"
+
+
+def _stage_record(checkpoint: dict[str, Any]) -> list[dict[str, Any]]:
+    """The completed stages of a committed checkpoint (one, for a checkpoint without a list)."""
+    if checkpoint.get("stages"):
+        return list(checkpoint["stages"])
+    return [{"history": checkpoint.get("history", {}), "budget": checkpoint.get("budget", {}),
+             "schedule": checkpoint.get("schedule", {}), "settings": checkpoint.get("settings", {})}]
+
+
+def combine_stages(stages: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One history and one budget over consecutive stages (epochs and steps numbered on)."""
+    per_step, per_epoch = ("train_elbo",), ("epoch_train_elbo", "test_elbo",
+                                            "epoch_max_grad_norm", "epoch_clipped_steps")
+    history: dict[str, Any] = {name: [] for name in ("steps", "epochs") + per_step + per_epoch}
+    updates = epochs = 0
+    seconds = 0.0
+    for stage in stages:
+        own = stage["history"]
+        history["steps"] += [step + updates for step in own.get("steps", [])]
+        history["epochs"] += [epoch + epochs for epoch in own.get("epochs", [])]
+        for name in per_step + per_epoch:
+            history[name] += list(own.get(name, []))
+        updates += int(stage["budget"].get("updates", 0))
+        epochs += int(stage["budget"].get("epochs", 0))
+        seconds += float(stage["budget"].get("seconds", 0.0))
+    history["seconds"] = seconds
+    budget = {"updates": updates, "epochs": epochs, "seconds": round(seconds, 1),
+              "device": stages[-1]["budget"].get("device", "?"), "stages": len(stages)}
+    return history, budget
+
+
 def train_epoch(flow_length: int, target_epochs: int, seed: int = 0, progress: bool = False,
                 time_budget: float | None = None, run_dir: Path = RUN_DIR,
-                planned_epochs: int = PLANNED_EPOCHS) -> training.VAEHistory:
-    """Train (or resume) the model with K = ``flow_length`` up to ``target_epochs`` epochs of a
-    schedule planned over ``planned_epochs``, then export its float16 checkpoint with history,
-    budget and the position in the schedule."""
+                planned_epochs: int = PLANNED_EPOCHS, extend: bool = False,
+                peak_lr: float | None = None, warmup_steps: int | None = None,
+                train_images: torch.Tensor | None = None,
+                test_images: torch.Tensor | None = None) -> training.VAEHistory:
+    """Train (or resume) one stage of the model with K = ``flow_length`` up to ``target_epochs``
+    epochs of a warm-up + cosine schedule planned over ``planned_epochs``, then export its
+    float16 checkpoint with the history and budget of all stages and the schedule's position.
+
+    Stage one (``extend=False``) starts from a new model. A continuation stage
+    (``extend=True``, e.g. in a later sitting when the full training state is gone) starts from
+    the committed float16 weights with a fresh Adam, a short re-warm-up (``warmup_steps``) to
+    ``peak_lr`` and its own cosine decay to 0; the checkpoint keeps every stage's record.
+    Either way the state under ``run_dir`` makes the stage resumable after an interruption.
+    """
     dev = device()
-    torch.manual_seed(seed + 1000 * flow_length)
-    model = vae.VAE(latent_dim=LATENT_DIM, flow_length=flow_length,
-                    standardized_flow=False).to(dev)  # the paper's order z_K = f(mu + sigma eps)
-    train_images, _ = data.load_mnist("train")
-    test_images = data.binarized_test_set()[0][:HISTORY_TEST_IMAGES]
-    total_steps = planned_epochs * STEPS_PER_EPOCH
+    train_images = data.load_mnist("train")[0] if train_images is None else train_images
+    if test_images is None:
+        test_images = data.binarized_test_set()[0][:HISTORY_TEST_IMAGES]
+    batch_size = TRAIN_SETTINGS["batch_size"]
+    steps_per_epoch = math.ceil(train_images.shape[0] / batch_size)
+    total_steps = planned_epochs * steps_per_epoch
+    peak_lr = TRAIN_SETTINGS["lr"] if peak_lr is None else peak_lr
+    warmup_steps = (WARMUP_STEPS if not extend else REWARMUP_STEPS) if warmup_steps is None \
+        else warmup_steps
+    if not extend:
+        torch.manual_seed(seed + 1000 * flow_length)
+        model = vae.VAE(latent_dim=LATENT_DIM, flow_length=flow_length,
+                        standardized_flow=False).to(dev)  # the paper's order z_K = f(mu + sigma eps)
+        previous: list[dict[str, Any]] = []
+        state = state_path(flow_length, run_dir)
+    else:
+        state, info = extend_state_path(flow_length, run_dir), _stage_info_path(flow_length, run_dir)
+        model, checkpoint = training.load_vae(checkpoint_path(flow_length), dev)
+        model.train()
+        if state.is_file() and info.is_file():  # resuming this stage: the stages before it
+            previous = torch.load(info, weights_only=True)["previous"]
+        else:  # a new stage from the committed weights
+            previous = _stage_record(checkpoint)
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            torch.save({"previous": previous}, info.with_suffix(".partial"))
+            os.replace(info.with_suffix(".partial"), info)
 
     def schedule(step: int) -> float:
-        return training.warmup_cosine(step, total_steps, WARMUP_STEPS)
+        return training.warmup_cosine(step, total_steps, warmup_steps)
 
+    settings = dict(TRAIN_SETTINGS, lr=peak_lr)
     history = training.fit_vae(
-        model, train_images, test_images, num_epochs=target_epochs, seed=seed,
-        checkpoint_path=state_path(flow_length, run_dir), checkpoint_every=STEPS_PER_EPOCH,
-        time_budget=time_budget, progress=progress, **TRAIN_SETTINGS,
-        lr_schedule=schedule, max_grad_norm=MAX_GRAD_NORM,
+        model, train_images, test_images, num_epochs=target_epochs, seed=seed + len(previous),
+        checkpoint_path=state, checkpoint_every=steps_per_epoch, time_budget=time_budget,
+        progress=progress, **settings, lr_schedule=schedule, max_grad_norm=MAX_GRAD_NORM,
     )
-    steps = len(history.epochs) * STEPS_PER_EPOCH
-    budget = {"updates": steps, "epochs": len(history.epochs),
-              "seconds": round(history.seconds, 1), "device": device_name(dev)}
-    settings = dict(TRAIN_SETTINGS, max_grad_norm=MAX_GRAD_NORM, init="identity",
-                    history_test_images=HISTORY_TEST_IMAGES)
-    schedule_state = {"kind": "warmup_cosine", "warmup_steps": WARMUP_STEPS,
-                      "total_steps": total_steps, "planned_epochs": planned_epochs,
-                      "step": steps, "lr_multiplier_next": schedule(steps)}
+    steps = len(history.epochs) * steps_per_epoch
+    record = {
+        "history": history.as_dict(),
+        "budget": {"updates": steps, "epochs": len(history.epochs),
+                   "seconds": round(history.seconds, 1), "device": device_name(dev)},
+        "schedule": {"kind": "warmup_cosine", "start": "committed weights" if extend else "new",
+                     "peak_lr": peak_lr, "warmup_steps": warmup_steps,
+                     "total_steps": total_steps, "planned_epochs": planned_epochs,
+                     "step": steps, "lr_multiplier_next": schedule(steps)},
+        "settings": dict(settings, max_grad_norm=MAX_GRAD_NORM, init="identity",
+                         history_test_images=int(test_images.shape[0])),
+    }
+    stages = previous + [record]
+    combined_history, budget = combine_stages(stages)
     training.save_vae(model, checkpoint_path(flow_length), dtype=torch.float16,
-                      history=history.as_dict(), budget=budget, settings=settings,
-                      schedule=schedule_state)
+                      history=combined_history, budget=budget, settings=record["settings"],
+                      schedule=record["schedule"], stages=stages)
     return history
 
 
 def train_sweep(flow_lengths=FLOW_LENGTHS, max_epochs: int = PLANNED_EPOCHS,
                 hours: float | None = None,
                 chunk_minutes: float | None = None, seed: int = 0,
-                run_dir: Path = RUN_DIR) -> None:
+                run_dir: Path = RUN_DIR, extend: bool = False,
+                peak_lr: float | None = None) -> None:
     """Advance every K one epoch at a time (round robin) until ``max_epochs``, until the wall
     time ``hours`` would be exceeded by another round, or until a chunk of ``chunk_minutes``
-    is used up (then run again to continue: everything resumes from the saved states)."""
+    is used up (then run again to continue: everything resumes from the saved states).
+    ``extend``: a continuation stage from the committed checkpoints (``train_epoch``)."""
     start = time.perf_counter()
     limit = None if hours is None else hours * 3600
     chunk = None if chunk_minutes is None else chunk_minutes * 60
     round_seconds = 0.0
     stopped: set[int] = set()
     while True:
-        done = {k: _epochs_done(k, run_dir) for k in flow_lengths if k not in stopped}
+        done = {k: _epochs_done(k, run_dir, extend) for k in flow_lengths if k not in stopped}
         if not done:
             print("every K stopped on a non-finite loss", flush=True)
             return
@@ -170,7 +254,8 @@ def train_sweep(flow_lengths=FLOW_LENGTHS, max_epochs: int = PLANNED_EPOCHS,
             epoch_start = time.perf_counter()
             try:
                 history = train_epoch(flow_length, target, seed=seed, run_dir=run_dir,
-                                      planned_epochs=max_epochs)
+                                      planned_epochs=max_epochs, extend=extend,
+                                      peak_lr=peak_lr)
             except training.NonFiniteLossError as error:  # the other Ks go on
                 print(f"epoch {target:3d}  K={flow_length:2d}  STOPPED: {error}", flush=True)
                 stopped.add(flow_length)
@@ -182,8 +267,8 @@ def train_sweep(flow_lengths=FLOW_LENGTHS, max_epochs: int = PLANNED_EPOCHS,
         round_seconds = time.perf_counter() - round_start
 
 
-def _epochs_done(flow_length: int, run_dir: Path) -> int:
-    path = state_path(flow_length, run_dir)
+def _epochs_done(flow_length: int, run_dir: Path, extend: bool = False) -> int:
+    path = (extend_state_path if extend else state_path)(flow_length, run_dir)
     if not path.is_file():
         return 0
     state = training.load_checkpoint(path)
@@ -425,20 +510,23 @@ def frozen_decoder_experiment(decoder_checkpoint: Path, test_images: torch.Tenso
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Part 4: 40-D VAE with planar flows, K = 0..80")
-    parser.add_argument("what", choices=["train", "evaluate", "frozen", "readme"])
+    parser.add_argument("what", choices=["train", "extend", "evaluate", "frozen", "readme"])
     parser.add_argument("--flow-lengths", type=int, nargs="+", default=list(FLOW_LENGTHS))
     parser.add_argument("--epochs", type=int, default=PLANNED_EPOCHS,
                         help="train: epochs per K; the learning rate decays to 0 at the last")
     parser.add_argument("--hours", type=float, default=None, help="train: total wall-time budget")
     parser.add_argument("--chunk-minutes", type=float, default=None,
                         help="train: stop after this many minutes (resume by running again)")
+    parser.add_argument("--lr", type=float, default=EXTEND_LR,
+                        help="extend: peak learning rate of the continuation stage")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    if args.what == "train":
-        train_sweep(args.flow_lengths, args.epochs, args.hours, args.chunk_minutes)
+    if args.what in ("train", "extend"):
+        train_sweep(args.flow_lengths, args.epochs, args.hours, args.chunk_minutes,
+                    extend=args.what == "extend", peak_lr=args.lr if args.what == "extend" else None)
     elif args.what == "evaluate":  # one file per K: run several processes with different Ks
         test_images = data.binarized_test_set()[0]
         for flow_length in args.flow_lengths:

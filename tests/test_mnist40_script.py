@@ -123,3 +123,38 @@ def test_frozen_decoder_experiment_runs_and_keeps_the_decoder(tiny_checkpoint):
         assert result["elbo"][k].shape == (3,) and result["log_px"][k].shape == (3,)
         assert bool(torch.isfinite(result["elbo"][k]).all())
         assert float(result["log_px"][k].mean()) > float(result["elbo"][k].mean())
+
+
+def test_a_continuation_stage_starts_from_the_committed_weights_and_keeps_every_record(
+        tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    monkeypatch.setattr(mnist40, "CHECKPOINT_DIR", tmp_path / "checkpoints")
+    monkeypatch.setattr(mnist40, "LATENT_DIM", 3)
+    run_dir = tmp_path / "runs"
+    generator = torch.Generator().manual_seed(0)
+    train_images = torch.rand(200, 784, generator=generator)  # 2 steps per epoch
+    test_images = torch.bernoulli(torch.rand(20, 784, generator=generator), generator=generator)
+    for target in (1, 2):  # stage one, epoch by epoch as the sweep runs it
+        mnist40.train_epoch(2, target, run_dir=run_dir, planned_epochs=2, warmup_steps=1,
+                            train_images=train_images, test_images=test_images)
+    first = training.load_checkpoint(mnist40.checkpoint_path(2))
+    assert first["budget"]["updates"] == 4 and first["schedule"]["lr_multiplier_next"] == 0.0
+    # a later sitting: the full state is gone, only the committed float16 file is left
+    for path in run_dir.iterdir():
+        path.unlink()
+    history = mnist40.train_epoch(2, 1, run_dir=run_dir, planned_epochs=3, extend=True,
+                                  peak_lr=1e-4, warmup_steps=1, train_images=train_images,
+                                  test_images=test_images)
+    assert history.epochs == [1]
+    second = training.load_checkpoint(mnist40.checkpoint_path(2))
+    assert len(second["stages"]) == 2 and second["stages"][0]["budget"]["updates"] == 4
+    assert second["budget"]["updates"] == 6 and second["budget"]["epochs"] == 3
+    assert second["history"]["epochs"] == [1, 2, 3]
+    assert second["schedule"]["start"] == "committed weights"
+    assert second["schedule"]["peak_lr"] == 1e-4
+    # resuming the continuation keeps the stages before it
+    mnist40.train_epoch(2, 2, run_dir=run_dir, planned_epochs=3, extend=True, peak_lr=1e-4,
+                        warmup_steps=1, train_images=train_images, test_images=test_images)
+    third = training.load_checkpoint(mnist40.checkpoint_path(2))
+    assert len(third["stages"]) == 2 and third["history"]["epochs"] == [1, 2, 3, 4]
+    assert third["budget"]["updates"] == 8
