@@ -4,7 +4,9 @@
 #   make lab          open the notebooks in JupyterLab
 #   make notebooks    run every notebook headless through papermill (full mode, in place)
 #   make notebooks QUICK=1   the same in quick mode, executed copies written to outputs/
-#   make test         unit tests, then every notebook under nbval in quick mode (what CI runs)
+#   make site         the website of the series in build/site/ (committed outputs, nothing executed)
+#   make test         unit tests, the website built and link-checked, every notebook under nbval in
+#                     quick mode, then the browser tests (what CI runs)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 TORCH_PIN := torch==2.13.0
@@ -14,7 +16,7 @@ STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 QUICK ?=
 
-.PHONY: setup lab notebooks test unit-tests notebook-tests e2e-tests bench clean-venv
+.PHONY: setup lab notebooks site site-check test unit-tests notebook-tests e2e-tests bench clean-venv
 
 setup: $(STAMP)
 
@@ -41,18 +43,27 @@ else
 	done
 endif
 
+# The website (MkDocs + mkdocs-jupyter, offline): build/site/index.html. site-check checks every
+# internal link, anchor and image of the built pages.
+site: $(STAMP)
+	$(PY) tools/build_site.py
+
+site-check: site
+	$(PY) tools/check_site.py
+
 unit-tests: $(STAMP)
 	NF_QUICK=1 $(PY) -m pytest tests -m "not browser and not colab"
 
 notebook-tests: $(STAMP)
 	NF_QUICK=1 MPLBACKEND=Agg $(PY) -m pytest --nbval-lax notebooks/
 
-# Used as people use it (issue 8): notebook 01 on a simulated Colab (fresh venv), and 01 + 02 in
-# JupyterLab driven by Debian's Chromium (.ci/run installs it). Screenshots: .artifacts/screenshots/
-e2e-tests: $(STAMP)
+# Used as people use it (issue 8): notebook 01 on a simulated Colab (fresh venv), 01 + 02 in
+# JupyterLab driven by Debian's Chromium (.ci/run installs it), and the website's Part 1 page in the
+# same browser. Screenshots: .artifacts/screenshots/
+e2e-tests: site
 	NF_QUICK=1 $(PY) -m pytest tests -m "browser or colab"
 
-test: unit-tests notebook-tests e2e-tests
+test: unit-tests site-check notebook-tests e2e-tests
 
 # Speed of a Part 1 training step against normflows, and of a VAE step (issue 7; README
 # "Performance"). Installs the optional extra with normflows, torch kept at the pin.

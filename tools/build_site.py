@@ -1,0 +1,199 @@
+"""Build the series' website from the committed notebooks: ``make site`` (or ``python tools/build_site.py``).
+
+Nothing is executed and nothing is fetched: the notebooks are rendered with their committed
+outputs by MkDocs with mkdocs-jupyter (theme: Material for MkDocs). The steps:
+
+1. stage ``build/site-src/``: the pages of ``docs/`` (home page, teachers' page) with the table of
+   parts filled in, the notebooks as static copies (each interactive widget replaced by the figure
+   it showed when the notebook was run, since no kernel runs behind a web page), and the images the
+   notebooks' markdown links to;
+2. ``mkdocs build`` into ``build/site/``, with the pages' URL from pyproject.toml
+   (``[project.urls] Documentation``, the one place that names it).
+
+Reading times are computed from word counts (``reading_minutes``); run times are read from each
+notebook's header (``run_times``), which states them as measured.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+import shutil
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+STAGE = ROOT / "build" / "site-src"
+SITE = ROOT / "build" / "site"
+TABLE_MARKER = "<!-- table of parts: filled in by tools/build_site.py -->"
+# Reading speed: prose at 200 words a minute; code is read about half as fast.
+PROSE_WORDS_PER_MINUTE = 200
+CODE_WORDS_PER_MINUTE = 100
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+# "quick mode 15 s", "quick mode: 13 s", "full mode 5.6 min", "full mode 3.0 minutes" in a header
+RUN_TIME = {mode: re.compile(rf"{mode} mode:?\s+([\d.]+)\s*(s|min|minutes)\b") for mode in ("quick", "full")}
+
+
+def pages_url() -> str:
+    """The website's URL, from pyproject.toml ([project.urls] Documentation), ending in '/'."""
+    url = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Documentation"]
+    return url.rstrip("/") + "/"
+
+
+def page_url(notebook_name: str) -> str:
+    """The rendered page of a notebook, e.g. ``.../notebooks/01_planar_flows_2d.html``."""
+    return f"{pages_url()}notebooks/{Path(notebook_name).stem}.html"
+
+
+def _source(cell: dict) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def title(notebook: dict) -> str:
+    """The header's first line without '# ' (``Part 1 — Planar and radial flows ...``)."""
+    first = _source(notebook["cells"][0]).strip().splitlines()[0]
+    return first.lstrip("#").strip()
+
+
+def reading_minutes(notebook: dict) -> int:
+    """Minutes to read every markdown and code cell (not the outputs), rounded up."""
+    words = {"markdown": 0, "code": 0}
+    for cell in notebook["cells"]:
+        if cell["cell_type"] in words:
+            words[cell["cell_type"]] += len(_source(cell).split())
+    return math.ceil(words["markdown"] / PROSE_WORDS_PER_MINUTE + words["code"] / CODE_WORDS_PER_MINUTE)
+
+
+def run_times(notebook: dict, name: str = "notebook") -> dict[str, str]:
+    """{'quick': '15 s', 'full': '5.6 min'}: the first run time the header states for each mode."""
+    header = _source(notebook["cells"][0])
+    found = {}
+    for mode, pattern in RUN_TIME.items():
+        match = pattern.search(header)
+        if match is None:
+            raise ValueError(f"{name}: the header states no {mode}-mode run time "
+                             f"(expected e.g. '{mode} mode 15 s' or '{mode} mode 3.2 min')")
+        found[mode] = f"{match.group(1)} {'s' if match.group(2) == 's' else 'min'}"
+    return found
+
+
+def parts_table(notebooks: list[Path] = NOTEBOOKS, link_prefix: str = "notebooks/") -> str:
+    """Markdown table: part, reading time, run time in quick and full mode."""
+    rows = ["| Part | Reading time | Run time, quick mode | Run time, full mode |",
+            "| --- | --- | --- | --- |"]
+    for path in notebooks:
+        notebook = load(path)
+        times = run_times(notebook, path.name)
+        rows.append(f"| [{title(notebook)}]({link_prefix}{path.stem}.ipynb) | about {reading_minutes(notebook)} min "
+                    f"| {times['quick']} | {times['full']} |")
+    return "\n".join(rows)
+
+
+def _widget_outputs(view: dict, state: dict) -> list[dict]:
+    """The outputs a widget showed when the notebook ran: those of the Output widgets inside it."""
+    found, todo, seen = [], [view["model_id"]], set()
+    while todo:
+        model_id = todo.pop(0)
+        if model_id in seen or model_id not in state:
+            continue
+        seen.add(model_id)
+        model = state[model_id]
+        if model.get("model_name") == "OutputModel":
+            found.extend(model["state"].get("outputs", []))
+        for child in model.get("state", {}).get("children", []):
+            todo.append(child.removeprefix("IPY_MODEL_"))
+    return found
+
+
+def static_notebook(notebook: dict) -> dict:
+    """A copy in which every widget output is replaced by what it displayed (its figure), with a
+    note that the control works in a running notebook; progress bars become their text."""
+    static = copy.deepcopy(notebook)
+    state = static["metadata"].pop("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    for cell in static["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        outputs = []
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if WIDGET_VIEW not in data:
+                outputs.append(output)
+                continue
+            shown = [copy.deepcopy(o) for o in _widget_outputs(data[WIDGET_VIEW], state)]
+            if any("image/png" in o.get("data", {}) for o in shown):
+                outputs.append({"output_type": "display_data", "metadata": {}, "data": {"text/markdown":
+                                "*A static view of the interactive figure: its controls work when the "
+                                "notebook runs (JupyterLab or Colab).*"}})
+                outputs.extend(shown)
+            else:  # a progress bar: its last text
+                text = "".join(data.get("text/plain", ""))
+                if text and not text.startswith("interactive("):
+                    outputs.append({"output_type": "stream", "name": "stdout", "text": text + "\n"})
+        cell["outputs"] = outputs
+    return static
+
+
+def _linked_files(notebook: dict) -> set[str]:
+    """Relative targets of markdown links and images (``../imgs/x.gif``) in the notebook."""
+    targets = set()
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "markdown":
+            for target in re.findall(r"\]\(([^)\s]+)\)", _source(cell)) + re.findall(r'src="([^"]+)"', _source(cell)):
+                if not re.match(r"[a-z]+:|#", target) and not target.endswith(".ipynb"):
+                    targets.add(target.split("#")[0])
+    return targets
+
+
+def stage() -> None:
+    if STAGE.exists():
+        shutil.rmtree(STAGE)
+    (STAGE / "notebooks").mkdir(parents=True)
+    table = parts_table()
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        (STAGE / page.name).write_text(text.replace(TABLE_MARKER, table), encoding="utf-8")
+    for asset in sorted((ROOT / "docs").glob("*.css")):
+        shutil.copy2(asset, STAGE / asset.name)
+    for path in NOTEBOOKS:
+        notebook = load(path)
+        (STAGE / "notebooks" / path.name).write_text(json.dumps(static_notebook(notebook), indent=1), encoding="utf-8")
+        for target in _linked_files(notebook):
+            source = (path.parent / target).resolve()
+            if source.is_file() and ROOT in source.parents:
+                destination = STAGE / "notebooks" / target
+                destination.resolve().parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, destination.resolve())
+
+
+def build() -> float:
+    """Stage and build; returns the seconds it took."""
+    from mkdocs.commands.build import build as mkdocs_build
+    from mkdocs.config import load_config
+
+    start = time.perf_counter()
+    stage()
+    nav = [{"Home": "index.md"}]
+    nav += [{title(load(path)): f"notebooks/{path.name}"} for path in NOTEBOOKS]
+    nav += [{"For teachers": "teachers.md"}]
+    config = load_config(config_file=str(ROOT / "mkdocs.yml"), site_url=pages_url(),
+                         docs_dir=str(STAGE), site_dir=str(SITE), nav=nav)
+    mkdocs_build(config)
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    seconds = build()
+    pages = sorted(SITE.rglob("*.html"))
+    print(f"site built in {seconds:.0f} s: {len(pages)} HTML pages in {SITE.relative_to(ROOT)}/ "
+          f"(open {SITE.relative_to(ROOT)}/index.html)")
+    sys.exit(0)
