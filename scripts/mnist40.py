@@ -5,7 +5,7 @@ length K in {0, 2, 10, 20, 40, 80} amortized per data point.
     python scripts/mnist40.py train --flow-lengths 40 20 2 --threads 1 &   # one core each
     python scripts/mnist40.py extend --epochs 50                # a later sitting: 50 more epochs
     python scripts/mnist40.py evaluate --flow-lengths 80 10 0   # -> data/results/mnist40_eval_K*.pt
-    python scripts/mnist40.py frozen                            # -> data/results/mnist40_frozen_decoder.pt
+    python scripts/mnist40.py frozen --flow-lengths 80 0        # -> data/results/mnist40_frozen_decoder_K*.pt
     python scripts/mnist40.py readme                            # rewrite the README's Part 4 table
 
 ``train`` runs the recipe below for ``--epochs`` (default 100) epochs per K: the learning rate
@@ -464,9 +464,13 @@ def update_readme(rows: list[dict[str, Any]], path: Path = README_PATH) -> None:
 
 #: The frozen-decoder experiment: K = 0's decoder, per-image posteriors for every K fitted with
 #: the same budget (``nfutils.local_posteriors``), on the first ``images`` test images.
-FROZEN_SETTINGS = dict(images=200, num_steps=1500, num_samples=8, lr=5e-3, warmup_steps=100,
+FROZEN_SETTINGS = dict(images=100, num_steps=1500, num_samples=4, lr=5e-3, warmup_steps=100,
                        elbo_samples=1000, is_samples=5000)
-FROZEN_PATH = RESULTS_DIR / "mnist40_frozen_decoder.pt"
+
+
+def frozen_path(flow_length: int, results_dir: Path = RESULTS_DIR) -> Path:
+    """One K's part of the frozen-decoder experiment (``frozen`` writes it)."""
+    return Path(results_dir) / f"mnist40_frozen_decoder_K{flow_length}.pt"
 
 
 def frozen_decoder_experiment(decoder_checkpoint: Path, test_images: torch.Tensor,
@@ -493,7 +497,7 @@ def frozen_decoder_experiment(decoder_checkpoint: Path, test_images: torch.Tenso
         q = local_posteriors.fit_local_posteriors(
             model, images, flow_length, num_steps=settings["num_steps"],
             num_samples=settings["num_samples"], lr=settings["lr"],
-            warmup_steps=settings["warmup_steps"], generator=generator, progress=progress)
+            warmup_steps=settings["warmup_steps"], generator=generator)
         result["seconds"][flow_length] = round(time.perf_counter() - start, 1)
         eval_generator = torch.Generator(device=dev).manual_seed(seed + 1)
         result["elbo"][flow_length] = local_posteriors.local_elbo(
@@ -505,6 +509,37 @@ def frozen_decoder_experiment(decoder_checkpoint: Path, test_images: torch.Tenso
                   f"{-float(result['elbo'][flow_length].mean()):.2f}, -ln p(x) "
                   f"{-float(result['log_px'][flow_length].mean()):.2f} "
                   f"({result['seconds'][flow_length]:.0f} s)", flush=True)
+    return result
+
+
+def save_frozen(result: dict[str, Any], results_dir: Path = RESULTS_DIR) -> None:
+    """Write each K of a ``frozen_decoder_experiment`` result to its own file, atomically."""
+    Path(results_dir).mkdir(parents=True, exist_ok=True)
+    for flow_length in result["elbo"]:
+        path = frozen_path(flow_length, results_dir)
+        torch.save({"settings": result["settings"], "decoder": result["decoder"],
+                    "elbo": result["elbo"][flow_length].float(),
+                    "log_px": result["log_px"][flow_length].float(),
+                    "seconds": result["seconds"][flow_length]}, path.with_suffix(".pt.partial"))
+        os.replace(path.with_suffix(".pt.partial"), path)
+
+
+def load_frozen(flow_lengths=FLOW_LENGTHS, results_dir: Path = RESULTS_DIR) -> dict[str, Any]:
+    """The files of ``save_frozen``, combined as ``frozen_decoder_experiment`` returns them."""
+    result: dict[str, Any] = {"elbo": {}, "log_px": {}, "seconds": {}}
+    for flow_length in flow_lengths:
+        path = frozen_path(flow_length, results_dir)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run `python scripts/mnist40.py frozen "
+                                    f"--flow-lengths {flow_length}`")
+        part = torch.load(path, weights_only=True)
+        if result.setdefault("settings", part["settings"]) != part["settings"]:
+            raise ValueError(f"{path} was made with other settings ({part['settings']}) than "
+                             f"the other Ks ({result['settings']}); rerun it")
+        result["decoder"] = part["decoder"]
+        for name in ("elbo", "log_px"):
+            result[name][flow_length] = part[name].double()
+        result["seconds"][flow_length] = part["seconds"]
     return result
 
 
@@ -540,10 +575,8 @@ def main() -> None:
     elif args.what == "frozen":
         result = frozen_decoder_experiment(checkpoint_path(0), data.binarized_test_set()[0],
                                            args.flow_lengths, progress=True)
-        FROZEN_PATH.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(result, FROZEN_PATH.with_suffix(".pt.partial"))
-        os.replace(FROZEN_PATH.with_suffix(".pt.partial"), FROZEN_PATH)
-        print(f"wrote {FROZEN_PATH.relative_to(ROOT)}")
+        save_frozen(result)
+        print(f"wrote {', '.join(str(frozen_path(k).relative_to(ROOT)) for k in args.flow_lengths)}")
     else:
         rows = summary_rows(load_evaluations())
         update_readme(rows)

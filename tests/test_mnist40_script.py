@@ -158,3 +158,16 @@ def test_a_continuation_stage_starts_from_the_committed_weights_and_keeps_every_
     third = training.load_checkpoint(mnist40.checkpoint_path(2))
     assert len(third["stages"]) == 2 and third["history"]["epochs"] == [1, 2, 3, 4]
     assert third["budget"]["updates"] == 8
+
+
+def test_frozen_results_round_trip_per_k(tiny_checkpoint, tmp_path):
+    settings = dict(images=2, num_steps=5, num_samples=2, lr=1e-2, warmup_steps=1,
+                    elbo_samples=10, is_samples=20)
+    result = mnist40.frozen_decoder_experiment(tiny_checkpoint, tiny_images(), (0, 2), settings,
+                                               dev=torch.device("cpu"))
+    mnist40.save_frozen(result, tmp_path)
+    loaded = mnist40.load_frozen((0, 2), tmp_path)
+    assert loaded["settings"] == settings and set(loaded["elbo"]) == {0, 2}
+    torch.testing.assert_close(loaded["elbo"][2], result["elbo"][2], atol=1e-4, rtol=0)
+    with pytest.raises(FileNotFoundError, match="frozen --flow-lengths 80"):
+        mnist40.load_frozen((80,), tmp_path)
