@@ -57,7 +57,7 @@ unit-tests: $(STAMP)
 notebook-tests: $(STAMP)
 	NF_QUICK=1 MPLBACKEND=Agg $(PY) -m pytest --nbval-lax notebooks/
 
-# Used as people use it (issue 8): notebook 01 on a simulated Colab (fresh venv), 01 + 02 in
+# Used as people use it: notebook 01 on a simulated Colab (fresh venv), 01 + 02 in
 # JupyterLab driven by Debian's Chromium (.ci/run installs it), and the website's Part 1 page in the
 # same browser. Screenshots: .artifacts/screenshots/
 e2e-tests: site
@@ -65,7 +65,7 @@ e2e-tests: site
 
 test: unit-tests site-check notebook-tests e2e-tests
 
-# Speed of a Part 1 training step against normflows, and of a VAE step (issue 7; README
+# Speed of a Part 1 training step against normflows, and of a VAE step (README
 # "Performance"). Installs the optional extra with normflows, torch kept at the pin.
 # The outputs replace benchmarks/results/*_cpu.md, which the README's tables come from.
 bench: $(STAMP)

@@ -47,7 +47,7 @@ from nfutils.potentials import U1
 
 NUM_SAMPLES = 1000
 DIM = 2
-TARGETS = {100: 10.0, 32: 8.0}  # issue 7: nfutils >= 10x faster than normflows at K = 100, 8x at 32
+TARGETS = {100: 10.0, 32: 8.0}  # targets: nfutils >= 10x faster than normflows at K = 100, 8x at 32
 
 
 # --------------------------------------------------------------------------- textbook
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
               + " (the last thread setting's build).")
 
     if version is not None:
-        print(f"\nTargets (issue 7), {NOTEBOOK_ROW} against normflows:")
+        print(f"\nTargets, {NOTEBOOK_ROW} against normflows:")
         for (num_layers, threads), row in results.items():
             target = TARGETS.get(num_layers)
             if target is None:

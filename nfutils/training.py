@@ -211,7 +211,7 @@ def make_optimizer(params, name: str = "adam", lr: float = 1e-3,
     """Adam (fused kernel where the device supports it) or RMSprop with momentum.
 
     Fused Adam updates all parameters in one kernel instead of tensor by tensor, which saves a
-    large share of a VAE step's time on the CPU (issue 7's measurements). The paper trained with
+    large share of a VAE step's time on the CPU (benchmarks/vae.py). The paper trained with
     RMSprop with momentum (Sec. 6.2); ``name="rmsprop"`` gives it.
 
     Args:

@@ -2,7 +2,7 @@
 
 ``[project.urls] Repository`` in pyproject.toml is the one place that names the repository; the
 notebooks' "Open in Colab" badges and the default ``NFUTILS_SOURCE`` of their Colab bootstrap
-(tools/colab_bootstrap.py, issue 8) must follow it. Pure text checks: no kernel, no network.
+(tools/colab_bootstrap.py) must follow it. Pure text checks: no kernel, no network.
 """
 
 from __future__ import annotations
