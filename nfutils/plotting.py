@@ -15,7 +15,8 @@ Sections:
 * data for figures: ``as_numpy``, ``square_extent``, ``density_on_grid``, ``histogram2d``,
   ``flow_histogram``, ``layer_indices``;
 * Part 1 (2-D flows): ``plot_density``, ``plot_potential``, ``plot_layer_samples``,
-  ``layer_samples_figure``, ``plot_kl_curve``, ``plot_planar_layer``, ``figure3_grid``.
+  ``layer_samples_figure``, ``layer_extent``, ``plot_kl_curve``, ``plot_planar_layer``,
+  ``figure3_grid``, ``plot_kl_against_length`` (Figure 3d).
 * Part 2 (amortized flows): ``conditional_densities``, ``plot_conditional_pair``,
   ``conditional_pair_figure``, ``plot_density_with_target``, ``conditional_grid``,
   ``plot_amortization_gap``, ``conditional_animation``.
@@ -53,6 +54,8 @@ __all__ = [
     "plot_kl_curve",
     "plot_planar_layer",
     "figure3_grid",
+    "plot_kl_against_length",
+    "layer_extent",
     "conditional_densities",
     "plot_conditional_pair",
     "conditional_pair_figure",
@@ -239,6 +242,14 @@ def layer_samples_figure(layers: Sequence, color_values, indices: Sequence[int] 
     return fig
 
 
+def layer_extent(layers: Sequence, minimum: float = 4.0, quantile: float = 0.995) -> float:
+    """A half-width that shows the bulk of every layer's samples: the largest ``quantile`` of
+    |z_i| over all layers, rounded up to a whole number, and at least ``minimum``. (Between the
+    first and the last layer a flow may carry its samples far outside the target's box.)"""
+    largest = max(float(np.quantile(np.abs(as_numpy(z)), quantile)) for z in layers)
+    return float(max(minimum, math.ceil(largest)))
+
+
 def plot_kl_curve(ax: Axes, steps, kl, label: str | None = None, smooth: int = 1,
                   title: str | None = None):
     """KL(q || p) in nats against training steps; ``smooth`` > 1 adds a running mean over that
@@ -368,6 +379,42 @@ def figure3_grid(target_densities: Mapping[str, np.ndarray],
             ax.text(0.03, 0.04, f"KL {kl:.2f}", transform=ax.transAxes, color="white", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_kl_against_length(ax: Axes, lengths: Sequence[int],
+                           kl: Mapping[tuple[str, str], Sequence[float]],
+                           title: str | None = "KL(q || p) against flow length"):
+    """The paper's Figure 3d: final KL(q || p) in nats against the flow length K, one line per
+    (potential, kind); the colour names the potential, the line style the kind (solid for the
+    first kind met, dashed for the second, ...). Returns the drawn lines.
+
+    Args:
+        lengths: K of each point, e.g. (2, 8, 32) (drawn on a log2 axis).
+        kl: (name, kind) -> final KL for each K of ``lengths``.
+    """
+    lengths = list(lengths)
+    names = list(dict.fromkeys(name for name, _ in kl))
+    kinds = list(dict.fromkeys(kind for _, kind in kl))
+    styles = ["-", "--", ":", "-."]
+    colours = [f"C{i}" for i in range(10)]
+    lines = []
+    for (name, kind), values in kl.items():
+        values = list(values)
+        if len(values) != len(lengths):
+            raise ValueError(f"{name} {kind}: {len(values)} KL values for {len(lengths)} lengths")
+        marker = "o" if kinds.index(kind) == 0 else "s"
+        lines += ax.plot(lengths, values, styles[kinds.index(kind) % 4], marker=marker, markersize=4,
+                         color=colours[names.index(name) % 10], label=f"{name} {kind}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(lengths)
+    ax.set_xticklabels([str(k) for k in lengths])
+    ax.set_xlabel("flow length K")
+    ax.set_ylabel("KL(q || p) [nats]")
+    ax.axhline(0.0, color="black", linewidth=0.6)
+    ax.legend(fontsize=7, ncol=2)
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+    return lines
 
 
 # --------------------------------------------------------------------------- Part 2: amortized flows

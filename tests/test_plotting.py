@@ -155,3 +155,22 @@ def test_figure3_grid_layout_and_kl_labels():
     del panels[("U2", "radial", 8)]
     with pytest.raises(ValueError, match="no panel"):
         plotting.figure3_grid(target, panels, lengths=(2, 8))
+
+
+def test_plot_kl_against_length_draws_one_line_per_potential_and_kind():
+    ax = _axes()
+    kl = {("U1", "planar"): [0.5, 0.2, 0.05], ("U1", "nice"): [0.9, 0.6, 0.3],
+          ("U2", "planar"): [0.4, 0.1, 0.02]}
+    lines = plotting.plot_kl_against_length(ax, [2, 8, 32], kl)
+    assert len(lines) == 3
+    assert list(lines[1].get_ydata()) == [0.9, 0.6, 0.3] and list(lines[1].get_xdata()) == [2, 8, 32]
+    assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color()
+    assert lines[0].get_linestyle() == "-" and lines[1].get_linestyle() == "--"
+    with pytest.raises(ValueError, match="2 KL values for 3 lengths"):
+        plotting.plot_kl_against_length(_axes(), [2, 8, 32], {("U1", "nice"): [1.0, 2.0]})
+
+
+def test_layer_extent_covers_the_samples_of_every_layer():
+    layers = [torch.zeros(1000, 2), torch.full((1000, 2), 6.3), torch.ones(1000, 2)]
+    assert plotting.layer_extent(layers) == 7.0
+    assert plotting.layer_extent([torch.zeros(10, 2)]) == 4.0
