@@ -464,7 +464,7 @@ def update_readme(rows: list[dict[str, Any]], path: Path = README_PATH) -> None:
 
 #: The frozen-decoder experiment: K = 0's decoder, per-image posteriors for every K fitted with
 #: the same budget (``nfutils.local_posteriors``), on the first ``images`` test images.
-FROZEN_SETTINGS = dict(images=100, num_steps=1500, num_samples=4, lr=5e-3, warmup_steps=100,
+FROZEN_SETTINGS = dict(images=100, num_steps=4000, num_samples=8, lr=5e-3, warmup_steps=100,
                        elbo_samples=1000, is_samples=5000)
 
 
