@@ -53,7 +53,7 @@ def main() -> None:
     train_images = data.load_mnist("train")[0]
     test_images = data.binarized_test_set()[0][: mnist40.HISTORY_TEST_IMAGES]
     print("# Part 4 trainer: its own cost per epoch against the raw steps\n")
-    print(f"Machine: {machine_description()}; load average {load_average()} at start; 1 thread.\n")
+    print(f"Machine: {machine_description()}; 1 thread.\n")
     print("| K | 600 raw steps | one trainer epoch (600 steps) | overhead |")
     print("|---:|---:|---:|---:|")
     for flow_length in args.flow_lengths:
