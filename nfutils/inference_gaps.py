@@ -167,8 +167,8 @@ class InferenceGaps:
 
 
 #: The budget of the per-image fits of q* and of the Monte-Carlo ELBOs (Part 3's full run).
-DEFAULT_SETTINGS = dict(num_steps=1000, num_samples=8, lr=5e-3, warmup_steps=50,
-                        elbo_samples=2000, grid_extent=6.0, grid_resolution=601)
+DEFAULT_SETTINGS = dict(num_steps=500, num_samples=4, lr=1e-2, warmup_steps=25,
+                        elbo_samples=1000, grid_extent=6.0, grid_resolution=1201)
 
 
 def inference_gaps(model: VAE, x: Tensor, settings: dict[str, Any] | None = None,
