@@ -160,6 +160,33 @@ def save_gaps(results: dict[int, inference_gaps.InferenceGaps], checkpoints: dic
     os.replace(tmp, path)
 
 
+def gap_table(results: dict[int, inference_gaps.InferenceGaps]) -> str:
+    """A markdown table of the split (mean, median, standard error per model) and the paired
+    decomposition of the difference in the test bound between the first and the last model."""
+    rows = ["| model | -ln p(x) (quadrature) | -ELBO (encoder) | inference gap | approximation gap "
+            "| amortization gap |", "|---|---|---|---|---|---|"]
+    for flow_length, gaps in results.items():
+        cells = []
+        for values in (-gaps.log_px, -gaps.elbo_encoder, gaps.inference, gaps.approximation,
+                       gaps.amortization):
+            s = inference_gaps.gap_summary(values)
+            cells.append(f"{s['mean']:.2f} ± {s['se']:.2f} (median {s['median']:.2f})")
+        rows.append(f"| K = {flow_length} | " + " | ".join(cells) + " |")
+    keys = list(results)
+    if len(keys) >= 2:
+        small, large = results[keys[0]], results[keys[-1]]
+        parts = [("-ELBO", -(large.elbo_encoder - small.elbo_encoder)),
+                 ("-ln p(x)", -(large.log_px - small.log_px)),
+                 ("approximation gap", large.approximation - small.approximation),
+                 ("amortization gap", large.amortization - small.amortization)]
+        text = ", ".join(f"{name} {inference_gaps.gap_summary(d)['mean']:+.2f} ± "
+                         f"{inference_gaps.gap_summary(d)['se']:.2f}" for name, d in parts)
+        rows.append("")
+        rows.append(f"Paired, K = {keys[-1]} minus K = {keys[0]} (nats, mean ± one standard error over "
+                    f"{small.log_px.numel()} images): {text}.")
+    return "\n".join(rows)
+
+
 def load_gaps(checkpoints: dict[int, Path], path: Path = GAPS_PATH
               ) -> dict[int, inference_gaps.InferenceGaps] | None:
     """The saved gaps if they exist and belong to exactly these checkpoints, else None."""
@@ -242,6 +269,8 @@ def main() -> None:
                         help="train: flows on z_0 = mu + sigma eps (the paper's form) instead of on eps")
     parser.add_argument("--images", type=int, default=GAP_IMAGES,
                         help="gaps: the first N test images")
+    parser.add_argument("--table-only", action="store_true",
+                        help="gaps: print the table of the saved results, compute nothing")
     parser.add_argument("--merge", action="store_true",
                         help="curves: replace only these flow lengths' runs in the existing JSON")
     args = parser.parse_args()
@@ -260,8 +289,13 @@ def main() -> None:
         paths = {K: checkpoint_path(K) for K in args.flow_lengths}
         models = {K: training.load_vae(path, device())[0] for K, path in paths.items()}
         images = data.binarized_test_set()[0][: args.images]
-        save_gaps(gap_split(models, images, progress=True), paths)
-        print(f"wrote {GAPS_PATH.relative_to(ROOT)}")
+        if not args.table_only:
+            save_gaps(gap_split(models, images, progress=True), paths)
+            print(f"wrote {GAPS_PATH.relative_to(ROOT)}")
+        results = load_gaps(paths)
+        if results is None:
+            raise SystemExit(f"{GAPS_PATH.relative_to(ROOT)} is missing or belongs to other checkpoints")
+        print(gap_table(results))
     else:
         result = learning_curves(num_epochs=args.epochs or CURVE_DEFAULTS["num_epochs"],
                                  flow_lengths=tuple(args.flow_lengths))

@@ -50,5 +50,7 @@ def test_saved_gaps_belong_to_their_checkpoints(tmp_path):
     for k in loaded:
         assert isinstance(loaded[k], inference_gaps.InferenceGaps)
         torch.testing.assert_close(loaded[k].amortization, results[k].amortization)
+    table = vae2d.gap_table(loaded)
+    assert table.count("| K = ") == 2 and "Paired, K = 2 minus K = 0" in table
     training.save_vae(vae.VAE(latent_dim=2, flow_length=2, hidden=8, data_dim=20), paths[2])
     assert vae2d.load_gaps(paths, out) is None  # a changed checkpoint invalidates the results
