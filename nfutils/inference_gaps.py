@@ -167,7 +167,7 @@ class InferenceGaps:
 
 
 #: The budget of the per-image fits of q* and of the Monte-Carlo ELBOs (Part 3's full run).
-DEFAULT_SETTINGS = dict(num_steps=500, num_samples=4, lr=1e-2, warmup_steps=25,
+DEFAULT_SETTINGS = dict(num_steps=1000, num_samples=4, lr=1e-2, warmup_steps=25,
                         elbo_samples=1000, grid_extent=6.0, grid_resolution=1201)
 
 
