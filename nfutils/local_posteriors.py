@@ -17,6 +17,12 @@ flows approximate the posterior better (Sec. 6.2).
 
 Every image's parameters get their own Adam state, so fitting B images in one batch is the same
 as B separate fits (Adam is elementwise), only faster.
+
+Two orders of the base Gaussian and the flow give the same family of densities (see ``vae.VAE``):
+the paper's z_K = f_K o ... o f_1(mu + sigma * eps) (the default here) and the standardized
+z_K = mu + sigma * f_K o ... o f_1(eps) (``standardized=True``, the order of Part 3's models).
+With the standardized order a fit can start exactly at an encoder's q_K(.|x)
+(``flow_start="encoder"``), so it can only improve on the encoder (``nfutils.inference_gaps``).
 """
 
 from __future__ import annotations
@@ -43,10 +49,16 @@ class LocalFlowPosterior(nn.Module):
         flow_length: K (0: a diagonal Gaussian per image).
         generator: random numbers of the starting w_k (the layers start at the identity,
             u_hat_k = 0, see ``vae.identity_planar_params``).
+        standardized: the layers act on eps, z_K = mu + sigma * f(eps), instead of the paper's
+            z_K = f(mu + sigma * eps) (the same family of densities, see ``vae.VAE``).
+        flow_params: optional starting (w, u, b) of shapes (B, K, D), (B, K, D), (B, K) (u
+            before App. A.1's constraint, as ``vae.VAE.encode`` returns them) instead of the
+            identity.
     """
 
     def __init__(self, mu: Tensor, log_sigma: Tensor, flow_length: int,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, standardized: bool = False,
+                 flow_params: tuple[Tensor, Tensor, Tensor] | None = None):
         super().__init__()
         if mu.dim() != 2 or log_sigma.shape != mu.shape:
             raise ValueError(f"mu and log_sigma must both have shape (B, D); received "
@@ -55,18 +67,27 @@ class LocalFlowPosterior(nn.Module):
             raise ValueError(f"flow_length must be >= 0, got {flow_length}")
         num_images, dim = mu.shape
         self.flow_length = flow_length
+        self.standardized = bool(standardized)
         self.mu = nn.Parameter(mu.detach().clone())
         self.log_sigma = nn.Parameter(log_sigma.detach().clone())
-        w, u, b = [], [], []
-        for _ in range(num_images):
-            flat = identity_planar_params(dim, flow_length, generator=generator)
-            w.append(flat[: flow_length * dim].view(flow_length, dim))
-            u.append(flat[flow_length * dim : 2 * flow_length * dim].view(flow_length, dim))
-            b.append(flat[2 * flow_length * dim :])
         dtype, device = mu.dtype, mu.device
-        self.w = nn.Parameter(torch.stack(w).to(device, dtype))  # (B, K, D)
-        self.u = nn.Parameter(torch.stack(u).to(device, dtype))  # (B, K, D), before App. A.1
-        self.b = nn.Parameter(torch.stack(b).to(device, dtype))  # (B, K)
+        if flow_params is not None:
+            w, u, b = (t.detach().clone().to(device, dtype) for t in flow_params)
+            expected = ((num_images, flow_length, dim),) * 2 + ((num_images, flow_length),)
+            if (tuple(w.shape), tuple(u.shape), tuple(b.shape)) != expected:
+                raise ValueError(f"flow_params must have shapes {expected}; received "
+                                 f"{tuple(w.shape)}, {tuple(u.shape)}, {tuple(b.shape)}")
+        else:
+            w, u, b = [], [], []
+            for _ in range(num_images):
+                flat = identity_planar_params(dim, flow_length, generator=generator)
+                w.append(flat[: flow_length * dim].view(flow_length, dim))
+                u.append(flat[flow_length * dim : 2 * flow_length * dim].view(flow_length, dim))
+                b.append(flat[2 * flow_length * dim :])
+            w, u, b = (torch.stack(t).to(device, dtype) for t in (w, u, b))
+        self.w = nn.Parameter(w)  # (B, K, D)
+        self.u = nn.Parameter(u)  # (B, K, D), before App. A.1
+        self.b = nn.Parameter(b)  # (B, K)
 
     def rsample(self, num_samples: int, generator: torch.Generator | None = None
                 ) -> tuple[Tensor, Tensor]:
@@ -79,10 +100,13 @@ class LocalFlowPosterior(nn.Module):
                           device=self.mu.device, dtype=self.mu.dtype)
         log_q = (-0.5 * (eps * eps).sum(-1) - self.log_sigma.sum(-1)
                  - 0.5 * self.mu.shape[-1] * LOG_2PI)
-        z_0 = self.mu + torch.exp(self.log_sigma) * eps
+        sigma = torch.exp(self.log_sigma)
         if self.flow_length == 0:
-            return z_0, log_q
-        z_k, sum_log_det = planar_flow(z_0, self.w, self.u, self.b)
+            return self.mu + sigma * eps, log_q
+        if self.standardized:  # z_K = mu + sigma * f(eps)
+            eps_k, sum_log_det = planar_flow(eps, self.w, self.u, self.b)
+            return self.mu + sigma * eps_k, log_q - sum_log_det
+        z_k, sum_log_det = planar_flow(self.mu + sigma * eps, self.w, self.u, self.b)
         return z_k, log_q - sum_log_det
 
 
@@ -103,11 +127,14 @@ def fit_local_posteriors(
     warmup_steps: int = 100,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    standardized: bool = False,
+    flow_start: str = "identity",
 ) -> LocalFlowPosterior:
     """Maximize each image's ELBO over its own posterior parameters, the decoder fixed.
 
-    Starts from the model's encoder (its mu(x), sigma(x); the flow layers at the identity),
-    then runs ``num_steps`` Adam steps on -sum_i ELBO(x_i) with ``num_samples`` samples per
+    Starts from the model's encoder (its mu(x), sigma(x); the flow layers at the identity, or
+    with ``flow_start="encoder"`` at the encoder's own flow for x, so that the fit starts at
+    the encoder's q_K(.|x) exactly), then runs ``num_steps`` Adam steps on -sum_i ELBO(x_i) with ``num_samples`` samples per
     image and step, the learning rate warmed up over ``warmup_steps`` and decayed to 0 by a
     cosine (``training.warmup_cosine``). The decoder's weights are not changed.
 
@@ -119,6 +146,9 @@ def fit_local_posteriors(
             every K to compare them).
         generator: random numbers of the samples and of the starting w_k.
         progress: show a tqdm bar.
+        standardized: the order z_K = mu + sigma * f(eps) instead of the paper's
+            f(mu + sigma * eps) (``LocalFlowPosterior``).
+        flow_start: "identity" or "encoder" (needs a model with the same K and the same order).
 
     Returns:
         the fitted ``LocalFlowPosterior`` (B images).
@@ -126,11 +156,22 @@ def fit_local_posteriors(
     if num_steps < 1 or num_samples < 1:
         raise ValueError(f"need num_steps >= 1 and num_samples >= 1; got {num_steps}, "
                          f"{num_samples}")
+    if flow_start not in ("identity", "encoder"):
+        raise ValueError(f'flow_start must be "identity" or "encoder", got {flow_start!r}')
+    if flow_start == "encoder" and flow_length > 0 and (
+            decoder_model.flow_length != flow_length
+            or bool(decoder_model.standardized_flow) != bool(standardized)):
+        raise ValueError(
+            f'flow_start="encoder" needs the model\'s K and order: the model has K = '
+            f"{decoder_model.flow_length}, standardized_flow = {decoder_model.standardized_flow}; "
+            f"asked for K = {flow_length}, standardized = {standardized}")
     device = next(decoder_model.parameters()).device
     x = x.to(device)
     with torch.no_grad():
-        mu, log_sigma, _ = decoder_model.encode(x)
-    q = LocalFlowPosterior(mu, log_sigma, flow_length, generator=generator).to(device)
+        mu, log_sigma, flow_params = decoder_model.encode(x)
+    start = flow_params if flow_start == "encoder" and flow_length > 0 else None
+    q = LocalFlowPosterior(mu, log_sigma, flow_length, generator=generator,
+                           standardized=standardized, flow_params=start).to(device)
     optimizer = make_optimizer(q.parameters(), "adam", lr)
     trainable = [p for p in decoder_model.parameters() if p.requires_grad]
     for parameter in trainable:  # the decoder stays fixed (and no gradients are computed for it)

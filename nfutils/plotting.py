@@ -34,6 +34,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -703,37 +704,87 @@ def plot_posterior_pair(ax_p: Axes, ax_q: Axes, log_posterior, log_q, extent, kl
     ax_q.contour(grid_x, grid_y, density_p, levels=levels, colors="white", linewidths=0.6)
 
 
+def _posterior_window(grid, fraction: float = 0.01, margin: float = 1.4) -> tuple[float, float, float]:
+    """(z1 centre, z2 centre, side) of a square around where p(z|x) or q exceeds ``fraction`` of
+    its maximum on a ``vae.GridPosterior``, enlarged by ``margin``."""
+    log_p, log_q = as_numpy(grid.log_posterior), as_numpy(grid.log_q)
+    keep = (log_p > log_p.max() + math.log(fraction)) | (log_q > log_q.max() + math.log(fraction))
+    rows, cols = np.nonzero(keep)
+    resolution = log_p.shape[0]
+    z1 = np.linspace(grid.extent[0], grid.extent[1], resolution)[cols]
+    z2 = np.linspace(grid.extent[2], grid.extent[3], resolution)[rows]
+    cell = max((grid.extent[1] - grid.extent[0]), (grid.extent[3] - grid.extent[2])) / (resolution - 1)
+    side = margin * max(z1.max() - z1.min(), z2.max() - z2.min()) + 4 * cell
+    return 0.5 * (z1.min() + z1.max()), 0.5 * (z2.min() + z2.max()), float(side)
+
+
 def posterior_comparison_figure(images: Sequence, grids: Mapping[str, Sequence],
-                                panel_size: float = 1.7) -> Figure:
+                                panel_size: float = 2.4,
+                                levels: Sequence[float] = (0.05, 0.3, 0.7)) -> Figure:
     """Figure (c) of Part 3: one row per digit: the digit, then for every model the true
-    posterior p(z|x) of its decoder and its q(z|x) with KL(q || p) (``plot_posterior_pair``).
+    posterior p(z|x) of its decoder as an image with q(z|x)'s contour lines on top, and
+    KL(q || p) in nats in the panel's title.
+
+    The panels of a row share their scale: each is a square window of the same side (the
+    largest needed in the row), centred on where that model's p and q exceed 1% of their maxima. (Two models have two different
+    latent planes, so the same digit's posteriors lie at unrelated places; what can be compared
+    is their size and shape.) Each density is shown relative to its maximum, on one colour scale
+    with a colour bar. Where q's lines enclose no colour, q puts
+    mass where the posterior has none; colour outside the lines is posterior mass q misses.
 
     Args:
         images: the digits, each (784,) or (28, 28).
         grids: model name -> one ``vae.GridPosterior`` per digit (``vae.grid_posterior``).
+        panel_size: inches per posterior panel.
+        levels: q's contour lines, as fractions of its maximum.
 
     Returns:
-        a Figure.
+        a Figure; ``fig.posterior_axes`` is the (rows, models) array of posterior panels.
     """
     names = list(grids)
     if not names or any(len(grids[name]) != len(images) for name in names):
         raise ValueError(f"need one grid per image for every model; got {len(images)} images and "
                          f"{ {name: len(grids[name]) for name in names} }")
-    n_rows, n_cols = len(images), 1 + 2 * len(names)
-    fig = Figure(figsize=(panel_size * n_cols, panel_size * n_rows * 1.12))
-    axes = np.atleast_2d(fig.subplots(n_rows, n_cols))
-    for row, image in enumerate(images):
-        axes[row, 0].imshow(as_numpy(image).reshape(28, 28), cmap="gray_r")
-        axes[row, 0].set_xticks([])
-        axes[row, 0].set_yticks([])
-        if row == 0:
-            axes[row, 0].set_title("x", fontsize=9)
+    n_rows = len(images)
+    fig = Figure(figsize=(panel_size * (0.55 + len(names)) + 0.9, panel_size * n_rows + 0.5),
+                 layout="constrained")
+    layout = fig.add_gridspec(n_rows, len(names) + 2, width_ratios=[0.55] + [1.0] * len(names) + [0.05])
+    posterior_axes = np.empty((n_rows, len(names)), dtype=object)
+    colour = colormaps["magma"]
+    image = None
+    for row, digit in enumerate(images):
+        ax_digit = fig.add_subplot(layout[row, 0])
+        ax_digit.imshow(as_numpy(digit).reshape(28, 28), cmap="gray_r")
+        ax_digit.set_xticks([])
+        ax_digit.set_yticks([])
+        windows = [_posterior_window(grids[name][row]) for name in names]
+        side = max(window[2] for window in windows)
         for j, name in enumerate(names):
             grid = grids[name][row]
-            plot_posterior_pair(axes[row, 1 + 2 * j], axes[row, 2 + 2 * j], grid.log_posterior,
-                                grid.log_q, grid.extent, grid.kl,
-                                title_p=f"{name}: p(z|x)", title_q=f"{name}: q(z|x)")
-    fig.tight_layout()
+            ax = fig.add_subplot(layout[row, 1 + j])
+            posterior_axes[row, j] = ax
+            density_p = np.exp(as_numpy(grid.log_posterior))
+            image = ax.imshow(density_p / density_p.max(), origin="lower", extent=grid.extent,
+                              cmap=colour, vmin=0.0, vmax=1.0, aspect="equal",
+                              interpolation="nearest")
+            density_q = np.exp(as_numpy(grid.log_q))
+            resolution = density_q.shape[0]
+            ax.contour(np.linspace(grid.extent[0], grid.extent[1], resolution),
+                       np.linspace(grid.extent[2], grid.extent[3], resolution), density_q,
+                       levels=density_q.max() * np.asarray(levels), colors="#4dd0e1",
+                       linewidths=0.9)
+            ax.set_facecolor(colour(0.0))  # beyond this model's grid the posterior is ~0
+            centre = windows[j][:2]
+            ax.set_xlim(centre[0] - side / 2, centre[0] + side / 2)
+            ax.set_ylim(centre[1] - side / 2, centre[1] + side / 2)
+            ax.tick_params(labelsize=7)
+            ax.set_title(f"{name}: KL(q || p) = {grid.kl:.2f} nats", fontsize=9)
+    colour_bar = fig.colorbar(image, cax=fig.add_subplot(layout[:, -1]))
+    colour_bar.set_label("true posterior p(z|x) / its maximum", fontsize=9)
+    fig.suptitle("colour: true posterior p(z|x) of each model's decoder; lines: q(z|x) at "
+                 + ", ".join(f"{100 * level:g}" for level in levels) + "% of its maximum",
+                 fontsize=9)
+    fig.posterior_axes = posterior_axes
     return fig
 
 
@@ -887,3 +938,53 @@ def plot_bound_against_flow_length(ax: Axes, flow_lengths, nll, neg_elbo,
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax
+
+
+def gap_split_figure(gaps: Mapping, panel_size: float = 3.4) -> Figure:
+    """Figure (g) of Part 3: where each model's bound loses, from ``inference_gaps.InferenceGaps``.
+
+    Left: per model, the mean approximation gap KL(q* || p(z|x)) and the mean amortization gap
+    KL(q_enc || p) - KL(q* || p) stacked (their sum is the mean KL(q_enc || p)), with error bars
+    of one standard error over images. Right: the distribution over images of both gaps (the
+    fraction of images whose gap is at most the value; symmetric-log axis, as a few images
+    have gaps ten times the median).
+
+    Args:
+        gaps: model name -> ``InferenceGaps`` (the same images for every model).
+
+    Returns:
+        a Figure.
+    """
+    names = list(gaps)
+    if not names:
+        raise ValueError("need at least one model's gaps")
+    fig = Figure(figsize=(2.4 * panel_size, panel_size), layout="constrained")
+    ax_bars, ax_cdf = fig.subplots(1, 2, width_ratios=[1, 1.4])
+    colours = {"approximation": "C0", "amortization": "C1"}
+    for i, name in enumerate(names):
+        bottom = 0.0
+        for part, colour in colours.items():
+            values = as_numpy(getattr(gaps[name], part)).astype(float)
+            mean, se = values.mean(), values.std(ddof=1) / math.sqrt(len(values))
+            ax_bars.bar(i, mean, bottom=bottom, color=colour, width=0.6,
+                        label=f"{part} gap" if i == 0 else None)
+            ax_bars.errorbar(i, bottom + mean, yerr=se, color="black", capsize=3, linewidth=1)
+            ax_bars.text(i + 0.33, bottom + mean / 2, f"{mean:.2f}", va="center", fontsize=8)
+            bottom += mean
+        for j, (part, colour) in enumerate(colours.items()):
+            values = np.sort(as_numpy(getattr(gaps[name], part)).astype(float))
+            fraction = np.arange(1, len(values) + 1) / len(values)
+            ax_cdf.step(values, fraction, where="post", color=colour,
+                        linestyle=["-", "--", ":", "-."][i % 4], label=f"{name}: {part}")
+    ax_bars.set_xticks(range(len(names)), names)
+    ax_bars.set_xlim(-0.6, len(names) - 0.2)
+    ax_bars.set_ylabel("mean over images [nats]")
+    ax_bars.set_title("KL(q_enc || p(z|x)) = approximation + amortization", fontsize=9)
+    ax_bars.legend(fontsize=8, loc="upper left")
+    ax_cdf.set_xscale("symlog", linthresh=0.1)
+    ax_cdf.set_xlabel("gap of one image [nats]")
+    ax_cdf.set_ylabel("fraction of images with a smaller gap")
+    ax_cdf.set_title(f"{len(as_numpy(gaps[names[0]].log_px))} test images", fontsize=9)
+    ax_cdf.grid(alpha=0.3)
+    ax_cdf.legend(fontsize=8, loc="lower right")
+    return fig

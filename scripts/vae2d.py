@@ -5,20 +5,28 @@
     python scripts/vae2d.py curves --flow-lengths 16 --merge   # redo only K = 16's runs
     python scripts/vae2d.py train --epochs 2 --time-budget 540   # a piece of < 10 minutes
     python scripts/vae2d.py train --flow-lengths 16 --paper-order  # flows on z_0 (the paper's form)
+    python scripts/vae2d.py gaps             # approximation / amortization gaps -> data/results/
 
 ``train`` keeps the full training state (model, optimizer, RNG, history) under
 ``outputs/runs/`` (not committed) and resumes from it; when a model has finished it writes the
 small float16 checkpoint ``data/checkpoints/vae2d_K{K}.pt`` that the notebook loads, with the
 history and the budget (steps, epochs, wall time, device, threads) inside.
 
-The notebook ``notebooks/03_vae_2d_latent.ipynb`` imports ``train_model`` and
-``learning_curves`` from here when ``retrain`` is on, so both paths run the same code.
+``gaps`` splits each committed model's inference gap into approximation and amortization
+(``nfutils.inference_gaps``) on the first 500 test images and writes the per-image numbers, with
+the SHA-256 of the checkpoint they belong to, to ``data/results/vae2d_gaps.json``.
+
+The notebook ``notebooks/03_vae_2d_latent.ipynb`` imports ``train_model``, ``learning_curves``
+and ``gap_split`` from here when it recomputes them, so both paths run the same code.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -26,15 +34,26 @@ from typing import Any
 
 import torch
 
-from nfutils import data, device, training, vae
+from nfutils import data, device, inference_gaps, training, vae
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT_DIR = ROOT / "data" / "checkpoints"
 RUN_DIR = ROOT / "outputs" / "runs"
 CURVES_PATH = ROOT / "data" / "vae2d_learning_curves.json"
+GAPS_PATH = ROOT / "data" / "results" / "vae2d_gaps.json"
 
-#: The full-run budget of the two models of Part 3 (the notebook's parameters cell repeats it).
-TRAIN_DEFAULTS = dict(num_epochs=30, batch_size=100, num_samples=1, lr=1e-3, anneal=True)
+#: The full-run budget of the two models of Part 3 (the notebook's parameters cell repeats it),
+#: trained with Part 4's recipe (scripts/mnist40.py): Adam with a linear learning-rate warm-up
+#: over ``WARMUP_STEPS`` steps, then a cosine decay to 0 at the last step of ``num_epochs``
+#: (``training.warmup_cosine``); beta = 1 throughout (the warm-up of the learning rate replaces
+#: the annealing of log p(x, z)); the flow layers start at the identity (``vae.VAE``'s
+#: initialization, q_K = q_0 at step 0); gradient norms clipped at ``MAX_GRAD_NORM``.
+TRAIN_DEFAULTS = dict(num_epochs=30, batch_size=100, num_samples=1, lr=1e-3, anneal=False)
+WARMUP_STEPS = 500
+MAX_GRAD_NORM = 100.0
+#: The gap split of ``gaps``: test images, and the budget of ``inference_gaps.inference_gaps``.
+GAP_IMAGES = 500
+GAP_SETTINGS = dict(inference_gaps.DEFAULT_SETTINGS)
 #: The learning-curve budget of figure (d): a 10,000-image training subset, 100 steps an epoch.
 CURVE_DEFAULTS = dict(num_epochs=10, train_size=10_000, test_size=2_000, batch_size=100,
                       lr=1e-3, flow_lengths=(0, 16), samples=(1, 10), seeds=(0, 1, 2))
@@ -56,7 +75,8 @@ def train_model(flow_length: int, num_epochs: int = TRAIN_DEFAULTS["num_epochs"]
                 run_dir: Path = RUN_DIR, out_path: Path | None = None,
                 standardized_flow: bool = True,
                 **fit_kwargs: Any) -> tuple[vae.VAE, training.VAEHistory]:
-    """Train (or resume) the 2-D VAE with K = ``flow_length`` on binarized MNIST.
+    """Train (or resume) the 2-D VAE with K = ``flow_length`` on binarized MNIST with the recipe
+    of ``TRAIN_DEFAULTS`` (the learning rate reaches 0 at the end of ``num_epochs``).
 
     Returns the model and its history; when the run has finished, also writes the float16
     checkpoint (``out_path``, default ``checkpoint_path(flow_length)``; with
@@ -73,16 +93,113 @@ def train_model(flow_length: int, num_epochs: int = TRAIN_DEFAULTS["num_epochs"]
     train_images, _ = data.load_mnist("train")
     test_images, _ = data.binarized_test_set()
     settings = {**TRAIN_DEFAULTS, "num_epochs": num_epochs, **fit_kwargs}
+    total_steps = settings["num_epochs"] * math.ceil(train_images.shape[0] / settings["batch_size"])
+    warmup_steps = min(WARMUP_STEPS, total_steps - 1)
+
+    def schedule(step: int) -> float:
+        return training.warmup_cosine(step, total_steps, warmup_steps)
+
     history = training.fit_vae(
         model, train_images, test_images, **settings, seed=seed, progress=progress,
-        checkpoint_path=Path(run_dir) / f"vae2d_K{flow_length}{suffix}.state.pt",
-        checkpoint_every=1000, time_budget=time_budget,
+        checkpoint_path=Path(run_dir) / f"vae2d_K{flow_length}{suffix}_cosine.state.pt",
+        checkpoint_every=1000, time_budget=time_budget, lr_schedule=schedule,
+        max_grad_norm=MAX_GRAD_NORM,
     )
     if history.finished:
+        recorded = dict(settings, schedule="warmup_cosine", warmup_steps=warmup_steps,
+                        total_steps=total_steps, max_grad_norm=MAX_GRAD_NORM, init="identity")
         training.save_vae(model, out_path or checkpoint_path(flow_length), dtype=torch.float16,
                           history=history.as_dict(), budget=_budget(history, dev),
-                          settings={k: v for k, v in settings.items()})
+                          settings=recorded)
     return model, history
+
+
+def describe_training(checkpoint: dict[str, Any]) -> str:
+    """One line on how a checkpoint's model was trained (from its stored settings)."""
+    settings = checkpoint.get("settings", {})
+    if settings.get("schedule") == "warmup_cosine":
+        return (f"Adam, learning rate warmed up over {settings['warmup_steps']} steps to "
+                f"{settings['lr']:g}, then cosine-decayed to 0 at step {settings['total_steps']:,}; "
+                f"beta = 1; flow layers started at the identity; gradient norms clipped at "
+                f"{settings['max_grad_norm']:g}")
+    beta = "the annealed beta_t" if settings.get("anneal") else "beta = 1"
+    return f"Adam at a constant learning rate {settings.get('lr', float('nan')):g}; {beta}"
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file (ties saved results to the checkpoint they were computed from)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def gap_split(models: dict[int, vae.VAE], images: torch.Tensor,
+              settings: dict[str, Any] | None = None, seed: int = 0,
+              progress: bool = False) -> dict[int, inference_gaps.InferenceGaps]:
+    """``inference_gaps.inference_gaps`` of every model on the same images (paired)."""
+    results = {}
+    for flow_length, model in models.items():
+        results[flow_length] = inference_gaps.inference_gaps(
+            model, images, settings or GAP_SETTINGS, seed=seed, progress=progress)
+        if progress:
+            gaps = results[flow_length]
+            print(f"K={flow_length}: approximation {float(gaps.approximation.mean()):.3f}, "
+                  f"amortization {float(gaps.amortization.mean()):.3f} nats "
+                  f"({gaps.seconds})", flush=True)
+    return results
+
+
+def save_gaps(results: dict[int, inference_gaps.InferenceGaps], checkpoints: dict[int, Path],
+              path: Path = GAPS_PATH) -> None:
+    """Write the per-image gaps of every model with its checkpoint's SHA-256 (atomically)."""
+    payload = {"models": {str(k): {"checkpoint": Path(checkpoints[k]).name,
+                                   "sha256": file_sha256(checkpoints[k]),
+                                   **gaps.as_dict()} for k, gaps in results.items()},
+               "device": str(device()), "threads": torch.get_num_threads()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)
+
+
+def gap_table(results: dict[int, inference_gaps.InferenceGaps]) -> str:
+    """A markdown table of the split (mean, median, standard error per model) and the paired
+    decomposition of the difference in the test bound between the first and the last model."""
+    rows = ["| model | -ln p(x) (quadrature) | -ELBO (encoder) | inference gap | approximation gap "
+            "| amortization gap |", "|---|---|---|---|---|---|"]
+    for flow_length, gaps in results.items():
+        cells = []
+        for values in (-gaps.log_px, -gaps.elbo_encoder, gaps.inference, gaps.approximation,
+                       gaps.amortization):
+            s = inference_gaps.gap_summary(values)
+            cells.append(f"{s['mean']:.2f} ± {s['se']:.2f} (median {s['median']:.2f})")
+        rows.append(f"| K = {flow_length} | " + " | ".join(cells) + " |")
+    keys = list(results)
+    if len(keys) >= 2:
+        small, large = results[keys[0]], results[keys[-1]]
+        parts = [("-ELBO", -(large.elbo_encoder - small.elbo_encoder)),
+                 ("-ln p(x)", -(large.log_px - small.log_px)),
+                 ("approximation gap", large.approximation - small.approximation),
+                 ("amortization gap", large.amortization - small.amortization)]
+        text = ", ".join(f"{name} {inference_gaps.gap_summary(d)['mean']:+.2f} ± "
+                         f"{inference_gaps.gap_summary(d)['se']:.2f}" for name, d in parts)
+        rows.append("")
+        rows.append(f"Paired, K = {keys[-1]} minus K = {keys[0]} (nats, mean ± one standard error over "
+                    f"{small.log_px.numel()} images): {text}.")
+    return "\n".join(rows)
+
+
+def load_gaps(checkpoints: dict[int, Path], path: Path = GAPS_PATH
+              ) -> dict[int, inference_gaps.InferenceGaps] | None:
+    """The saved gaps if they exist and belong to exactly these checkpoints, else None."""
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())["models"]
+    results = {}
+    for flow_length, checkpoint in checkpoints.items():
+        entry = saved.get(str(flow_length))
+        if entry is None or entry["sha256"] != file_sha256(checkpoint):
+            return None
+        results[flow_length] = inference_gaps.InferenceGaps.from_dict(entry)
+    return results
 
 
 def learning_curves(num_epochs: int = CURVE_DEFAULTS["num_epochs"],
@@ -142,7 +259,7 @@ def save_curves(result: dict[str, Any], path: Path = CURVES_PATH) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Part 3's 2-D VAE experiments")
-    parser.add_argument("what", choices=["train", "curves"])
+    parser.add_argument("what", choices=["train", "curves", "gaps"])
     parser.add_argument("--flow-lengths", type=int, nargs="+", default=[0, 16])
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--time-budget", type=float, default=None,
@@ -150,6 +267,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--paper-order", action="store_true",
                         help="train: flows on z_0 = mu + sigma eps (the paper's form) instead of on eps")
+    parser.add_argument("--images", type=int, default=GAP_IMAGES,
+                        help="gaps: the first N test images")
+    parser.add_argument("--table-only", action="store_true",
+                        help="gaps: print the table of the saved results, compute nothing")
     parser.add_argument("--merge", action="store_true",
                         help="curves: replace only these flow lengths' runs in the existing JSON")
     args = parser.parse_args()
@@ -164,6 +285,17 @@ def main() -> None:
             print(f"K={flow_length}: {state}; epochs {len(history.epochs)}, test ELBO "
                   f"{history.test_elbo[-1] if history.test_elbo else float('nan'):.2f}, "
                   f"{history.seconds:.0f} s", flush=True)
+    elif args.what == "gaps":
+        paths = {K: checkpoint_path(K) for K in args.flow_lengths}
+        models = {K: training.load_vae(path, device())[0] for K, path in paths.items()}
+        images = data.binarized_test_set()[0][: args.images]
+        if not args.table_only:
+            save_gaps(gap_split(models, images, progress=True), paths)
+            print(f"wrote {GAPS_PATH.relative_to(ROOT)}")
+        results = load_gaps(paths)
+        if results is None:
+            raise SystemExit(f"{GAPS_PATH.relative_to(ROOT)} is missing or belongs to other checkpoints")
+        print(gap_table(results))
     else:
         result = learning_curves(num_epochs=args.epochs or CURVE_DEFAULTS["num_epochs"],
                                  flow_lengths=tuple(args.flow_lengths))

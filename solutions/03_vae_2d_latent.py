@@ -1,6 +1,6 @@
 """Worked solutions of Part 3's exercises (notebooks/03_vae_2d_latent.ipynb) that the helpers of
 ``nfutils.exercises`` check: the closed-form KL (exercise 1) and the flow posterior's distance to
-the true posterior (the exercise on flows).
+the true posterior (exercise 4, on flows).
 
 Run: ``python solutions/03_vae_2d_latent.py``; every line printed starts with "right". It uses the
 committed models (data/checkpoints/vae2d_K0.pt, vae2d_K16.pt) on a test digit, or on a random
@@ -26,7 +26,7 @@ def my_closed_form_kl(model, image) -> float:
     return float(0.5 * (mu**2 + torch.exp(2 * log_sigma) - 1 - 2 * log_sigma).sum())
 
 
-# On flows. KL(q_K(.|x) || p(.|x)) = log p(x) - ELBO: the ELBO is the mean of the log-weights
+# 4. On flows. KL(q_K(.|x) || p(.|x)) = log p(x) - ELBO: the ELBO is the mean of the log-weights
 # log p(x | z_K) + log p(z_K) - log q_K(z_K | x) over z_K ~ q_K (log q_K by Eq. 13, which
 # posterior_sample returns), and log p(x) comes from the grid (a 2-D latent can be integrated).
 def my_posterior_kl(model, image, num_samples: int = 5000, seed: int = 0) -> tuple[float, float]:

@@ -47,17 +47,29 @@ def test_decoded_manifold_tiles_are_the_decoder_means_at_the_right_points(model)
     np.testing.assert_allclose(image[56:, :28], bottom_left.numpy(), atol=1e-6)
 
 
-def test_posterior_comparison_figure_shows_kl_in_each_q_panel():
-    x = torch.bernoulli(torch.full((1, 784), 0.2))
+def test_posterior_comparison_figure_shares_the_scale_per_row_and_has_a_colour_bar():
+    x = torch.bernoulli(torch.full((2, 784), 0.2), generator=torch.Generator().manual_seed(0))
     torch.manual_seed(1)
     models = {"K = 0": vae.VAE(2, 0, hidden=8), "K = 2": vae.VAE(2, 2, hidden=8)}
     grids = {name: vae.grid_posterior(m, x, resolution=30, coarse_resolution=41) for name, m in models.items()}
     fig = plotting.posterior_comparison_figure(list(x), grids)
-    assert len(fig.axes) == 5
-    titles = [ax.get_title() for ax in fig.axes]
-    for name, rows in grids.items():
-        for grid in rows:
-            assert any(f"{name}: q(z|x)\nKL = {grid.kl:.2f} nats" == t for t in titles)
+    assert len(fig.axes) == 2 * 3 + 1  # per row: the digit and two posteriors; one colour bar
+    assert "maximum" in fig.axes[-1].get_ylabel()
+    panels = fig.posterior_axes
+    for row in range(2):
+        widths = [np.diff(ax.get_xlim())[0] for ax in panels[row]] + [np.diff(ax.get_ylim())[0] for ax in panels[row]]
+        np.testing.assert_allclose(widths, widths[0])  # square windows of one size per row
+        for j, (name, rows) in enumerate(grids.items()):
+            ax = panels[row, j]
+            assert ax.get_title() == f"{name}: KL(q || p) = {rows[row].kl:.2f} nats"
+            assert ax.images[0].get_array().max() == 1.0  # p relative to its maximum
+            assert len(ax.collections) > 0  # q's contour lines
+            grid = rows[row]  # the window shows the posterior's mode
+            resolution = grid.log_posterior.shape[0]
+            i2, i1 = np.unravel_index(int(grid.log_posterior.argmax()), grid.log_posterior.shape)
+            mode = (np.linspace(*grid.extent[:2], resolution)[i1], np.linspace(*grid.extent[2:], resolution)[i2])
+            assert ax.get_xlim()[0] <= mode[0] <= ax.get_xlim()[1]
+            assert ax.get_ylim()[0] <= mode[1] <= ax.get_ylim()[1]
     with pytest.raises(ValueError, match="one grid per image"):
         plotting.posterior_comparison_figure(list(x) * 2, grids)
 
@@ -99,3 +111,23 @@ def test_latent_decoder_figure_and_slider_redraw_the_decoded_digit(model):
     np.testing.assert_allclose(slider.result.decoded, expected_b.numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="2-D latent"):
         plotting.latent_decoder_figure(vae.VAE(latent_dim=3, hidden=4), 0.0, 0.0)
+
+
+def test_gap_split_figure_stacks_the_mean_gaps():
+    from nfutils.inference_gaps import InferenceGaps
+
+    rng = np.random.default_rng(0)
+    gaps = {}
+    for name, shift in (("K = 0", 1.0), ("K = 16", 2.0)):
+        log_px = torch.tensor(rng.normal(-130, 5, 50))
+        elbo_best = log_px - torch.tensor(rng.exponential(shift, 50))
+        gaps[name] = InferenceGaps(log_px, elbo_best - torch.tensor(rng.exponential(0.5, 50)), elbo_best)
+    fig = plotting.gap_split_figure(gaps)
+    ax_bars, ax_cdf = fig.axes
+    heights = [patch.get_height() for patch in ax_bars.patches]
+    expected = [float(gaps[n].approximation.mean()) if i == 0 else float(gaps[n].amortization.mean())
+                for n in gaps for i in range(2)]
+    np.testing.assert_allclose(heights, expected)
+    assert len(ax_cdf.get_lines()) == 4
+    with pytest.raises(ValueError):
+        plotting.gap_split_figure({})
