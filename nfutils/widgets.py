@@ -81,7 +81,7 @@ def layer_slider(layers: Mapping[str, Sequence], color_values: Mapping[str, np.n
 
     Returns:
         an ``ipywidgets.interactive`` with controls ``potential`` (Dropdown) and ``k``
-        (IntSlider, 0 ... K of the largest flow; clipped to the chosen flow's K).
+        (IntSlider from 0 to the chosen flow's K, starting at K).
     """
     if not layers:
         raise ValueError("layers is empty: pass {potential name: [z_0, ..., z_K]}")
@@ -89,7 +89,6 @@ def layer_slider(layers: Mapping[str, Sequence], color_values: Mapping[str, np.n
         raise ValueError(f"layers and color_values must have the same keys; got {sorted(layers)} "
                          f"and {sorted(color_values)}")
     names = list(layers)
-    max_k = max(len(v) - 1 for v in layers.values())
 
     def draw(potential: str, k: int) -> Figure:
         flow_layers = layers[potential]
@@ -103,12 +102,17 @@ def layer_slider(layers: Mapping[str, Sequence], color_values: Mapping[str, np.n
         fig.tight_layout()
         return _show(fig)
 
-    return widgets.interactive(
-        draw,
-        potential=widgets.Dropdown(options=names, value=names[0], description="potential"),
-        k=widgets.IntSlider(value=max_k, min=0, max=max_k, step=1, description="layer k",
-                            continuous_update=False),
-    )
+    first_k = len(layers[names[0]]) - 1
+    slider = widgets.IntSlider(value=first_k, min=0, max=first_k, step=1, description="layer k",
+                               continuous_update=False)
+    dropdown = widgets.Dropdown(options=names, value=names[0], description="potential")
+
+    def fit_slider_to_flow(change) -> None:  # the slider spans 0 ... K of the chosen flow
+        slider.max = len(layers[change["new"]]) - 1
+        slider.value = slider.max
+
+    dropdown.observe(fit_slider_to_flow, names="value")
+    return widgets.interactive(draw, potential=dropdown, k=slider)
 
 
 # --------------------------------------------------------------------------- Part 2: amortized flows

@@ -37,13 +37,19 @@ def test_layer_slider_shows_layer_k_of_the_chosen_potential():
     colours = {"U1": rng.random(30), "U2": rng.random(30)}
     slider = widgets.layer_slider(layers, colours)
     offsets = lambda: slider.result.axes[0].collections[0].get_offsets()  # noqa: E731
-    np.testing.assert_array_equal(offsets(), layers["U1"][3])  # slider starts at max K = 5, clipped to 3
-    _control(slider, "layer k").value = 1
+    k = _control(slider, "layer k")
+    assert (k.value, k.max) == (3, 3)  # the first flow's K: every position of the slider draws a layer
+    np.testing.assert_array_equal(offsets(), layers["U1"][3])
+    k.value = 1
     np.testing.assert_array_equal(offsets(), layers["U1"][1])
     _control(slider, "potential").value = "U2"
-    np.testing.assert_array_equal(offsets(), layers["U2"][1])
+    assert (k.value, k.max) == (5, 5)  # the slider follows the chosen flow's K
+    np.testing.assert_array_equal(offsets(), layers["U2"][5])
+    k.value = 1
     assert slider.result.axes[0].get_title().startswith("U2: samples after layer 1 of 5")
     np.testing.assert_array_equal(slider.result.axes[0].collections[0].get_array(), colours["U2"])
+    _control(slider, "potential").value = "U1"
+    assert (k.value, k.max) == (3, 3)
 
 
 def test_layer_slider_rejects_mismatched_inputs():
