@@ -15,6 +15,8 @@ Run alone: ``pytest tests/test_site_browser.py -m browser -s``.
 
 from __future__ import annotations
 
+import json
+
 import functools
 import http.server
 import sys
@@ -84,8 +86,9 @@ def test_part1_page_shows_text_figure_and_equations(site_url, page, capsys):
         content = page.locator("article")
         content.first.wait_for(timeout=60_000)
         text = content.first.inner_text()
-        for words in ("Part 1", "Planar and radial flows", "Prerequisites",
-                      "Exercises", "References"):
+        notebook_title = json.loads((ROOT / "notebooks" / "01_planar_flows_2d.ipynb").read_text())[
+            "cells"][0]["source"][0].lstrip("# ").strip()  # the notebook's own first heading
+        for words in (notebook_title, "Prerequisites", "Exercises", "References"):
             assert words in text, f"{PART1}: the rendered page lacks the text {words!r}"
         assert page.locator('img[alt="Open In Colab"]').count() == 1, f"{PART1}: no Colab badge"
 
