@@ -18,7 +18,7 @@ Implementations, each at K = 0, 10 and 80:
 
 All use the same activation (``nfutils.vae.DEFAULT_ACTIVATION``) so that only the code
 differs. Timings are interleaved round robin in one process (``benchmarks.round_robin``);
-the ratio K = 80 / K = 0 of the same implementation is the issue's target (<= 4x; the dense
+the ratio K = 80 / K = 0 of the same implementation is the target (<= 4x; the dense
 arithmetic alone gives ~3.6x: 2.15 vs 0.60 GFLOP per step).
 
 The importance-sampled log-likelihood (``vae.log_likelihood``, S = 5000 samples per digit,
