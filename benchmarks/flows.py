@@ -9,15 +9,16 @@ diagonal-Gaussian base, trained on the same target (``nfutils.potentials.U1``):
   ``DiagGaussian`` base (the optional extra ``pip install -e ".[bench]"``), torch's default
   Adam; ``normflows + fused Adam``: the same with ``Adam(..., fused=True)``;
 * ``textbook``: one ``nn.Module`` per layer with its own w, u, b, u_hat and log-det computed
-  layer by layer, the way most tutorials write it (defined here, not in nfutils);
-* ``nfutils eager stacked loop``: nfutils' stacked parameters run as a plain loop of tensor
-  operations (``flows._planar_flow_eager``; autograd records every operation);
+  layer by layer, the way most tutorials write it (``nfutils.flows.PlanarLayer``);
+* ``nfutils reference loop``: nfutils' stacked parameters run through the reference loop of
+  ``nfutils.flows.planar`` (``fast_planar.use_fast_path(False)``; autograd records every
+  operation);
 * ``nfutils fast path, default Adam``: ``flows.make_flow("planar", 2, K)``, whose training
   path is one custom autograd Function with an analytic backward (its per-layer loops in NumPy
   on the CPU);
 * ``nfutils (as fit_flow runs it)``: the same with ``training.make_optimizer`` (fused Adam),
   which is what ``training.fit_flow`` and so the notebooks run; the targets apply to it;
-* ``nfutils eager loop, torch.compile`` (with ``--compile``): the eager stacked loop under
+* ``nfutils reference loop, torch.compile`` (with ``--compile``): the reference loop under
   ``torch.compile``; its compile time is reported separately, because a notebook pays it on
   every run.
 
@@ -26,15 +27,14 @@ Timings are interleaved round robin (see ``benchmarks.round_robin``), medians ov
 are normflows' median over each implementation's, measured in the same run, so that the load
 of other processes on a shared machine affects both sides alike.
 
-Run: ``python -m benchmarks.flows`` (about 75 s on an idle 2-core machine); the README's table
-is ``benchmarks/results/flows_cpu.md``, written by this command.
+Run: ``python -m benchmarks.flows`` (about 75 s on an idle 2-core machine); the table of
+benchmarks/README.md is ``benchmarks/results/flows_cpu.md``, written by this command.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import math
 import time
 from typing import Callable
 
@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from benchmarks import load_average, machine_description, median_ms, round_robin
 from nfutils import flows, training
+from nfutils.flows import fast_planar
 from nfutils.potentials import U1
 
 NUM_SAMPLES = 1000
@@ -53,56 +54,35 @@ TARGETS = {100: 10.0, 32: 8.0}  # targets: nfutils >= 10x faster than normflows 
 # --------------------------------------------------------------------------- textbook
 
 
-class TextbookPlanarLayer(nn.Module):
-    """One planar layer with its own parameters: f(z) = z + u_hat tanh(w.z + b) (Eq. 10),
-    u_hat from App. A.1, log|det| = log|1 + u_hat.psi(z)| (Eq. 11-12)."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.w = nn.Parameter(torch.randn(dim) / math.sqrt(dim))
-        self.u = nn.Parameter(0.01 * torch.randn(dim))
-        self.b = nn.Parameter(torch.zeros(()))
-
-    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        w_dot_u = self.w @ self.u
-        u_hat = self.u + (-1.0 + nn.functional.softplus(w_dot_u) - w_dot_u) * self.w / (self.w @ self.w)
-        h = torch.tanh(z @ self.w + self.b)
-        z_new = z + u_hat * h.unsqueeze(-1)
-        psi = (1.0 - h * h).unsqueeze(-1) * self.w
-        log_det = torch.log(torch.abs(1.0 + psi @ u_hat))
-        return z_new, log_det
-
-
 class TextbookFlow(nn.Module):
-    """A diagonal-Gaussian base and a ``ModuleList`` of K ``TextbookPlanarLayer``."""
+    """A diagonal-Gaussian base and a ``ModuleList`` of K ``nfutils.flows.PlanarLayer``
+    (one module per layer with its own w, u, b, the way most tutorials write it)."""
 
-    def __init__(self, dim: int, num_layers: int):
+    def __init__(self, dim: int, flow_length: int):
         super().__init__()
         self.dim = dim
         self.mu = nn.Parameter(torch.zeros(dim))
         self.log_sigma = nn.Parameter(torch.zeros(dim))
-        self.layers = nn.ModuleList(TextbookPlanarLayer(dim) for _ in range(num_layers))
+        self.layers = nn.ModuleList(flows.PlanarLayer(dim) for _ in range(flow_length))
 
     def rsample(self, num_samples: int) -> tuple[Tensor, Tensor]:
         eps = torch.randn(num_samples, self.dim)
         z = self.mu + torch.exp(self.log_sigma) * eps
-        log_q = (-0.5 * (eps ** 2).sum(-1) - self.log_sigma.sum()
-                 - 0.5 * self.dim * math.log(2 * math.pi))
+        log_q = flows.gaussian_log_prob(eps, self.log_sigma)
         for layer in self.layers:
             z, log_det = layer(z)
             log_q = log_q - log_det
         return z, log_q
 
 
-# --------------------------------------------------------------------------- nfutils eager
+# --------------------------------------------------------------------------- nfutils reference
 
 
-class EagerPlanarFlow(flows.PlanarFlow):
-    """nfutils' ``PlanarFlow`` forced onto the plain stacked loop (no custom autograd)."""
-
-    def forward(self, z: Tensor, w=None, u=None, b=None) -> tuple[Tensor, Tensor]:
-        u_hat = flows._constrain_u(self.w, self.u)
-        return flows._planar_flow_eager(z, self.w, u_hat, self.b, True, False)
+def reference_rsample(model: flows.NormalizingFlow, num_samples: int) -> tuple[Tensor, Tensor]:
+    """``model.rsample`` with the fast path switched off: the reference loop of
+    ``nfutils.flows.planar``, autograd recording every operation."""
+    with fast_planar.use_fast_path(False):
+        return model.rsample(num_samples)
 
 
 # --------------------------------------------------------------------------- steps
@@ -133,7 +113,7 @@ def normflows_version() -> str | None:
 NOTEBOOK_ROW = "nfutils (as fit_flow runs it)"
 
 
-def build_steps(num_layers: int, lr: float, compile_step: bool) -> tuple[dict, dict]:
+def build_steps(flow_length: int, lr: float, compile_step: bool) -> tuple[dict, dict]:
     """The implementations' step functions (same seed for each), and compile seconds."""
     steps: dict[str, Callable[[], None]] = {}
     notes: dict[str, float] = {}
@@ -143,42 +123,43 @@ def build_steps(num_layers: int, lr: float, compile_step: bool) -> tuple[dict, d
         for fused in (False, True):
             torch.manual_seed(0)
             model = nf.NormalizingFlow(nf.distributions.DiagGaussian(DIM),
-                                       [nf.flows.Planar((DIM,)) for _ in range(num_layers)])
+                                       [nf.flows.Planar((DIM,)) for _ in range(flow_length)])
             name = "normflows + fused Adam" if fused else "normflows"
             steps[name] = make_step(lambda m=model: m.sample(NUM_SAMPLES),
                                     torch.optim.Adam(model.parameters(), lr=lr, fused=fused))
     torch.manual_seed(0)
-    textbook = TextbookFlow(DIM, num_layers)
+    textbook = TextbookFlow(DIM, flow_length)
     steps["textbook (per-layer modules)"] = make_step(
         lambda: textbook.rsample(NUM_SAMPLES), torch.optim.Adam(textbook.parameters(), lr=lr))
     torch.manual_seed(0)
-    eager = flows.NormalizingFlow(DIM, EagerPlanarFlow(DIM, num_layers))
-    steps["nfutils eager stacked loop"] = make_step(
-        lambda: eager.rsample(NUM_SAMPLES), torch.optim.Adam(eager.parameters(), lr=lr))
+    reference = flows.make_flow("planar", DIM, flow_length)
+    steps["nfutils reference loop"] = make_step(
+        lambda: reference_rsample(reference, NUM_SAMPLES),
+        torch.optim.Adam(reference.parameters(), lr=lr))
     torch.manual_seed(0)
-    fast = flows.make_flow("planar", DIM, num_layers)
+    fast = flows.make_flow("planar", DIM, flow_length)
     steps["nfutils fast path, default Adam"] = make_step(
         lambda: fast.rsample(NUM_SAMPLES), torch.optim.Adam(fast.parameters(), lr=lr))
     torch.manual_seed(0)
-    notebook = flows.make_flow("planar", DIM, num_layers)
+    notebook = flows.make_flow("planar", DIM, flow_length)
     steps[NOTEBOOK_ROW] = make_step(
         lambda: notebook.rsample(NUM_SAMPLES),
         training.make_optimizer(notebook.parameters(), "adam", lr))
     if compile_step:
         torch.manual_seed(0)
-        compiled_model = flows.NormalizingFlow(DIM, EagerPlanarFlow(DIM, num_layers))
+        compiled_model = flows.make_flow("planar", DIM, flow_length)
 
         @torch.compile
         def compiled_sample():
-            return compiled_model.rsample(NUM_SAMPLES)
+            return reference_rsample(compiled_model, NUM_SAMPLES)
 
         step = make_step(compiled_sample,
                          training.make_optimizer(compiled_model.parameters(), "adam", lr))
         start = time.perf_counter()
         step()
         step()
-        notes["nfutils eager loop, torch.compile"] = time.perf_counter() - start
-        steps["nfutils eager loop, torch.compile"] = step
+        notes["nfutils reference loop, torch.compile"] = time.perf_counter() - start
+        steps["nfutils reference loop, torch.compile"] = step
     return steps, notes
 
 
@@ -202,10 +183,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=200, help="timed steps (median over them)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps first")
-    parser.add_argument("--layers", type=int, nargs="+", default=[100, 32], help="K values")
+    parser.add_argument("--flow-lengths", type=int, nargs="+", default=[100, 32],
+                        help="K values")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--compile", action="store_true",
-                        help="also time the eager stacked loop under torch.compile (minutes)")
+                        help="also time the reference loop under torch.compile (minutes)")
     args = parser.parse_args(argv)
 
     version = normflows_version()
@@ -225,17 +207,17 @@ def main(argv: list[str] | None = None) -> None:
 
     results: dict[tuple[int, int], dict[str, dict[str, float]]] = {}
     compile_seconds: dict[int, float] = {}
-    for num_layers in args.layers:
+    for flow_length in args.flow_lengths:
         for threads in args.threads:
             torch.set_num_threads(threads)
-            steps, notes = build_steps(num_layers, lr=1e-3, compile_step=args.compile)
-            compile_seconds.update({num_layers: s for s in notes.values()})
+            steps, notes = build_steps(flow_length, lr=1e-3, compile_step=args.compile)
+            compile_seconds.update({flow_length: s for s in notes.values()})
             load_before = load_average()
             times = round_robin(steps, args.steps, args.warmup)
-            results[(num_layers, threads)] = {
+            results[(flow_length, threads)] = {
                 name: {clock: median_ms(t[clock]) for clock in ("wall", "cpu")}
                 for name, t in times.items()}
-            print(f"- K = {num_layers}, {threads} thread(s): load average {load_before} -> "
+            print(f"- K = {flow_length}, {threads} thread(s): load average {load_before} -> "
                   f"{load_average()}", flush=True)
 
     print("\nWall-clock time per step (what a notebook waits):\n")
@@ -250,8 +232,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if version is not None:
         print(f"\nTargets, {NOTEBOOK_ROW} against normflows:")
-        for (num_layers, threads), row in results.items():
-            target = TARGETS.get(num_layers)
+        for (flow_length, threads), row in results.items():
+            target = TARGETS.get(flow_length)
             if target is None:
                 continue
             verdicts = []
@@ -259,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
                 ratio = row["normflows"][clock] / row[NOTEBOOK_ROW][clock]
                 verdict = "met" if ratio >= target else f"MISSED by {target / ratio:.2f}x"
                 verdicts.append(f"{clock} {ratio:.1f}x ({verdict})")
-            print(f"- K = {num_layers}, {threads} thread(s), target >= {target:.0f}x: "
+            print(f"- K = {flow_length}, {threads} thread(s), target >= {target:.0f}x: "
                   + ", ".join(verdicts))
     print(f"\nLoad average at the end: {load_average()}.")
 

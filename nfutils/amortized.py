@@ -41,9 +41,9 @@ from torch import Tensor, nn
 from .flows import (
     NormalizingFlow,
     PlanarFlow,
-    _constrain_u_and_dot,
-    _planar_inverse,
+    gaussian_log_prob,
     planar_flow,
+    planar_flow_inverse,
     planar_param_count,
     split_planar_params,
 )
@@ -273,10 +273,9 @@ class AmortizedPlanarFlow(nn.Module):
         batch = params.mu.shape[0]
         eps = torch.randn(batch, num_samples, self.dim, generator=generator,
                           device=params.mu.device, dtype=params.mu.dtype)
-        sigma = torch.exp(params.log_sigma).unsqueeze(1)
-        z_0 = params.mu.unsqueeze(1) + sigma * eps
-        log_q0 = (-0.5 * (eps * eps).sum(-1) - params.log_sigma.sum(-1, keepdim=True)
-                  - 0.5 * self.dim * math.log(2 * math.pi))
+        log_sigma = params.log_sigma.unsqueeze(1)  # (B, 1, D), broadcast over the n samples
+        z_0 = params.mu.unsqueeze(1) + torch.exp(log_sigma) * eps
+        log_q0 = gaussian_log_prob(eps, log_sigma)
         if self.num_layers == 0:
             return z_0, log_q0
         z_k, sum_log_det = planar_flow(z_0, params.w.unsqueeze(1), params.u.unsqueeze(1),
@@ -285,8 +284,8 @@ class AmortizedPlanarFlow(nn.Module):
 
     def log_prob(self, z_k: Tensor, condition: Tensor) -> Tensor:
         """Exact log q_phi(z_K | c) at arbitrary points, by inverting the flow layer by layer
-        (``flows.planar_inverse``: w^T u_hat > -1 makes each layer a monotone scalar equation
-        along w), then log q = log N(z_0; mu, sigma^2) - sum_k log|det_k|  (Eq. 13).
+        (``flows.planar_flow_inverse``: w^T u_hat > -1 makes each layer a monotone scalar
+        equation along w), then log q = log N(z_0; mu, sigma^2) - sum_k log|det_k|  (Eq. 13).
 
         Args:
             z_k: points, shape (B, m, D): m points for each of B conditions.
@@ -303,21 +302,12 @@ class AmortizedPlanarFlow(nn.Module):
                 f"z_k has {z_k.shape[0]} rows but condition has {params.mu.shape[0]}; expected "
                 "one row of points per condition"
             )
-        w = params.w.unsqueeze(1)  # (B, 1, K, D), broadcast over the m points
-        u_hat, w_dot_u = _constrain_u_and_dot(w, params.u.unsqueeze(1))
-        w_dot_u = w_dot_u.squeeze(-1)  # (B, 1, K): m(w.u) of App. A.1
-        b = params.b.unsqueeze(1)
-        z = z_k
-        sum_log_det = z.new_zeros(z.shape[:-1])
-        for k in reversed(range(self.num_layers)):
-            z = _planar_inverse(z, w[..., k, :], u_hat[..., k, :], b[..., k], w_dot_u[..., k],
-                                None, 100)
-            h = torch.tanh((z * w[..., k, :]).sum(-1) + b[..., k])
-            sum_log_det = sum_log_det + torch.log1p((1.0 - h * h) * w_dot_u[..., k])
-        eps = (z - params.mu.unsqueeze(1)) * torch.exp(-params.log_sigma).unsqueeze(1)
-        log_q0 = (-0.5 * (eps * eps).sum(-1) - params.log_sigma.sum(-1, keepdim=True)
-                  - 0.5 * self.dim * math.log(2 * math.pi))
-        return log_q0 - sum_log_det
+        # the condition's parameters (B, 1, K, D) and (B, 1, K), broadcast over the m points
+        z_0, sum_log_det = planar_flow_inverse(z_k, params.w.unsqueeze(1),
+                                               params.u.unsqueeze(1), params.b.unsqueeze(1))
+        log_sigma = params.log_sigma.unsqueeze(1)
+        eps = (z_0 - params.mu.unsqueeze(1)) * torch.exp(-log_sigma)
+        return gaussian_log_prob(eps, log_sigma) - sum_log_det
 
     def to_flow(self, condition: Tensor) -> NormalizingFlow:
         """The flow for one condition as a stand-alone ``flows.NormalizingFlow`` (a copy of

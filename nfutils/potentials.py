@@ -1,5 +1,8 @@
 """Unnormalized 2-D target densities p(z) = exp(-U(z)) / Z of Rezende & Mohamed (2015), Table 1.
 
+U is the target's energy (an ``Energy``: a function z -> U(z)); the paper's Table 1 calls
+these functions potentials, hence the module's name and ``POTENTIALS``.
+
 With the helper functions
 
     w1(z) = sin(2 pi z1 / 4),
@@ -16,7 +19,7 @@ the four energies of Table 1 are
 U2-U4 do not depend on z1 except through the wiggle, so exp(-U) is not integrable along z1;
 ``tapered`` multiplies them by a smooth box (the paper's figures show the window [-4, 4]^2).
 Every function takes z of shape (..., 2) and returns U of shape (...). The sums of
-exponentials are computed with ``logsumexp``, which is exact and never overflows.
+exponentials are computed with ``logaddexp``, which is exact and never overflows.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "Energy",
     "U1",
     "U2",
     "U3",
@@ -43,7 +47,8 @@ __all__ = [
     "POTENTIALS",
 ]
 
-Potential = Callable[[Tensor], Tensor]
+#: An energy U: points z (..., 2) -> U(z) (...); the target density is exp(-U) / Z.
+Energy = Callable[[Tensor], Tensor]
 
 
 def _check_2d(z: Tensor) -> None:
@@ -71,16 +76,11 @@ def _neg_log_sum_exp(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _ring(z: Tensor, radius: float, angle: Tensor | float = 0.0) -> Tensor:
-    """U1's two-lobed ring of the given radius r, its lobes along the direction ``angle``.
+    """U1's two-lobed ring of radius r, its lobes along the direction ``angle`` (Table 1):
 
-    With a = z projected on that direction, the lobe term of Table 1 is computed in an
-    equivalent form with fewer tensor operations (a Part 1 training step is bound by their
-    number, see benchmarks/flows.py): expanding the squares, with s = 0.6,
+        0.5 ((||z|| - r) / 0.4)^2 - log(exp(-0.5 ((a - r) / 0.6)^2) + exp(-0.5 ((a + r) / 0.6)^2)),
 
-        -log(exp(-(a - r)^2 / 2s^2) + exp(-(a + r)^2 / 2s^2))
-            = (a^2 + r^2) / 2s^2 - log(exp(t) + exp(-t)),   t = a r / s^2.
-
-    tests/test_potentials.py checks it against Table 1's formula as written.
+    with a = z projected on that direction (a = z1 for U1).
     """
     norm = torch.linalg.vector_norm(z, dim=-1)
     if isinstance(angle, (int, float)):  # a fixed direction: fewer tensor operations
@@ -88,9 +88,9 @@ def _ring(z: Tensor, radius: float, angle: Tensor | float = 0.0) -> Tensor:
     else:
         angle = torch.as_tensor(angle, dtype=z.dtype, device=z.device)
         along = z[..., 0] * torch.cos(angle) + z[..., 1] * torch.sin(angle)
-    ring = (norm - radius).square() * (0.5 / 0.4 ** 2)
-    t = along * (radius / 0.6 ** 2)
-    lobes = (along * along + radius ** 2) * (0.5 / 0.6 ** 2) - torch.logaddexp(t, -t)
+    ring = 0.5 * ((norm - radius) / 0.4) ** 2
+    lobes = _neg_log_sum_exp(-0.5 * ((along - radius) / 0.6) ** 2,
+                             -0.5 * ((along + radius) / 0.6) ** 2)
     return ring + lobes
 
 
@@ -170,7 +170,7 @@ def rotated_U1(z: Tensor, angle: Tensor | float, radius: float = 2.0) -> Tensor:
     return _ring(z, radius, angle)
 
 
-def gaussian_energy(mean: Tensor, std: Tensor) -> Potential:
+def gaussian_energy(mean: Tensor, std: Tensor) -> Energy:
     """U(z) = 0.5 ||(z - mean) / std||^2, an unnormalized Gaussian; log Z is known in closed
     form (sum log std + (D/2) log 2 pi), which makes it a test case for ``log_partition``."""
 
@@ -181,8 +181,8 @@ def gaussian_energy(mean: Tensor, std: Tensor) -> Potential:
     return energy
 
 
-def tapered(U: Potential, radius: float = 4.0, width: float = 0.1) -> Potential:
-    """Make an energy normalizable by a smooth box mask.
+def tapered(energy: Energy, radius: float = 4.0, width: float = 0.1) -> Energy:
+    """Make an energy U normalizable by a smooth box mask.
 
     U_tapered(z) = U(z) - log m(z),  m(z) = prod_i sigmoid((radius - |z_i|) / width),
 
@@ -191,19 +191,20 @@ def tapered(U: Potential, radius: float = 4.0, width: float = 0.1) -> Potential:
     exp(-U) decays exponentially beyond the box.
 
     Args:
-        U: an energy (..., 2) -> (...).
+        energy: U, (..., 2) -> (...).
         radius: half-width of the box. width: length over which the mask falls.
     """
     if radius <= 0 or width <= 0:
         raise ValueError(f"radius and width must be > 0, got {radius}, {width}")
 
-    def energy(z: Tensor) -> Tensor:
+    def tapered_energy(z: Tensor) -> Tensor:
         barrier = F.softplus((z.abs() - radius) / width).sum(-1)
-        return U(z) + barrier
+        return energy(z) + barrier
 
-    energy.__name__ = f"tapered_{getattr(U, '__name__', 'U')}"
-    energy.__doc__ = f"{getattr(U, '__name__', 'U')} tapered outside |z|_inf < {radius}."
-    return energy
+    name = getattr(energy, "__name__", "U")
+    tapered_energy.__name__ = f"tapered_{name}"
+    tapered_energy.__doc__ = f"{name} tapered outside |z|_inf < {radius}."
+    return tapered_energy
 
 
 def _extent_box(extent) -> tuple[float, float, float, float]:
@@ -242,7 +243,7 @@ def density_grid(extent=4.0, resolution: int = 200, dtype=torch.float64, device=
 EDGE_MASS_WARNING = 1e-6
 
 
-def log_partition(U: Potential, extent=6.0, resolution: int = 1000) -> float:
+def log_partition(energy: Energy, extent=6.0, resolution: int = 1000) -> float:
     """log Z = log of the integral of exp(-U(z)) dz, by the midpoint rule on a grid (float64).
 
     log Z ~ log sum_i exp(-U(z_i)) + log dA over the cell centres z_i of area dA.
@@ -252,7 +253,7 @@ def log_partition(U: Potential, extent=6.0, resolution: int = 1000) -> float:
     [-6, 6]^2 agree with 2000 to better than 1e-3 (a test checks this).
 
     Args:
-        U: energy (..., 2) -> (...); +inf where the density is 0.
+        energy: U, (..., 2) -> (...); +inf where the density is 0.
         extent: half-width or (xmin, xmax, ymin, ymax); must hold all but a negligible part
             of the mass.
         resolution: cells per side.
@@ -269,7 +270,7 @@ def log_partition(U: Potential, extent=6.0, resolution: int = 1000) -> float:
     """
     points, cell_area = density_grid(extent, resolution)
     with torch.no_grad():
-        energies = U(points.reshape(-1, 2))
+        energies = energy(points.reshape(-1, 2))
     if energies.shape != (resolution * resolution,):
         raise ValueError(
             f"U must map points (n, 2) to energies (n,); received shape "
@@ -301,7 +302,7 @@ def log_partition(U: Potential, extent=6.0, resolution: int = 1000) -> float:
 
 
 #: The paper's four energies (U2-U4 tapered to [-4, 4]^2) and the custom U8, by name.
-POTENTIALS: dict[str, Potential] = {
+POTENTIALS: dict[str, Energy] = {
     "U1": U1,
     "U2": tapered(U2),
     "U3": tapered(U3),

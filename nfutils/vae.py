@@ -56,9 +56,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .flows import (
-    constrain_u,
+    gaussian_log_prob,
     planar_flow,
-    planar_inverse,
+    planar_flow_inverse,
     planar_param_count,
     split_planar_params,
 )
@@ -271,7 +271,7 @@ class VAE(nn.Module):
     @staticmethod
     def log_prior(z: Tensor) -> Tensor:
         """log N(z; 0, I), (..., D) -> (...)."""
-        return -0.5 * (z * z).sum(-1) - 0.5 * z.shape[-1] * LOG_2PI
+        return gaussian_log_prob(z)
 
     # ----------------------------------------------------------------- posterior
 
@@ -302,7 +302,7 @@ class VAE(nn.Module):
         eps = torch.randn((num_samples,) + tuple(mu.shape), generator=generator,
                           device=mu.device, dtype=mu.dtype)
         sigma = torch.exp(log_sigma)
-        log_q = -0.5 * (eps * eps).sum(-1) - log_sigma.sum(-1) - 0.5 * self.latent_dim * LOG_2PI
+        log_q = gaussian_log_prob(eps, log_sigma)
         if flow_params is None:
             return mu + sigma * eps, log_q
         if self.standardized_flow:  # z_K = mu + sigma * flow(eps)
@@ -473,7 +473,7 @@ def log_likelihood(
 def log_q_at(model: VAE, x: Tensor, z_k: Tensor) -> Tensor:
     """Exact log q_K(z_K|x) at arbitrary points, by inverting the per-example flow.
 
-    z_0 = f_1^{-1} o ... o f_K^{-1}(z_K) (``flows.planar_inverse``, layer by layer), then
+    z_0 = f_1^{-1} o ... o f_K^{-1}(z_K) (``flows.planar_flow_inverse``, layer by layer), then
     log q_K(z_K|x) = log N(z_0; mu(x), sigma(x)^2) - sum_k log|det df_k/dz_{k-1}| (Eq. 13)
     (with ``standardized_flow`` the layers act on (z - mu) / sigma instead).
 
@@ -492,16 +492,10 @@ def log_q_at(model: VAE, x: Tensor, z_k: Tensor) -> Tensor:
     standardized = flow_params is not None and model.standardized_flow
     z = (z_k - mu) * torch.exp(-log_sigma) if standardized else z_k
     sum_log_det = z.new_zeros(z.shape[:-1])
-    if flow_params is not None:
-        w, u, b = flow_params
-        u_hat, w_dot_u = constrain_u(w, u, return_w_dot_u_hat=True)  # (B, K, D), (B, K)
-        for k in reversed(range(w.shape[1])):
-            z = planar_inverse(z, w[:, k], u_hat[:, k], b[:, k])
-            h = torch.tanh((z * w[:, k]).sum(-1) + b[:, k])
-            sum_log_det = sum_log_det + torch.log1p((1.0 - h * h) * w_dot_u[:, k])
+    if flow_params is not None:  # (B, K, D), (B, K, D), (B, K) against z (G, B, D)
+        z, sum_log_det = planar_flow_inverse(z, *flow_params)
     eps = z if standardized else (z - mu) * torch.exp(-log_sigma)
-    log_q0 = -0.5 * (eps * eps).sum(-1) - log_sigma.sum(-1) - 0.5 * model.latent_dim * LOG_2PI
-    return log_q0 - sum_log_det
+    return gaussian_log_prob(eps, log_sigma) - sum_log_det
 
 
 @dataclass

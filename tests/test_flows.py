@@ -139,8 +139,8 @@ def extreme_grid(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_app_a1_guarantee_holds_on_extreme_grid(dtype):
     """1 + w.u_hat >= 1e-4 (up to rounding), finite u_hat and finite log-dets for every finite
-    (w, u), on the reference (constrain_u + planar_transform) and on the fast and eager
-    stacks; float32 used to give w.u_hat <= -1 from w.u ~ -300 on."""
+    (w, u), on the reference (constrain_u + planar_transform) and on the stacks (reference
+    loop and fast path); a naive float32 App. A.1 gives w.u_hat <= -1 from w.u ~ -300 on."""
     w, u = extreme_grid(dtype)
     assert w.shape[0] > 1000
     u_hat, w_dot_u_hat = constrain_u(w, u, return_w_dot_u_hat=True)
@@ -159,10 +159,10 @@ def test_app_a1_guarantee_holds_on_extreme_grid(dtype):
     # the stacks: one layer per (w, u), per-example parameters (B, 1, D)
     w_s, u_s, b_s = w.unsqueeze(1), u.unsqueeze(1), b.unsqueeze(1)
     with torch.no_grad():
-        _, log_det_eager = planar_flow(z, w_s, u_s, b_s)
+        _, log_det_loop = planar_flow(z, w_s, u_s, b_s)
     w_g, u_g, b_g = (t.clone().requires_grad_() for t in (w_s, u_s, b_s))
     _, log_det_fast = planar_flow(z, w_g, u_g, b_g)
-    for log_det in (log_det_eager, log_det_fast.detach()):
+    for log_det in (log_det_loop, log_det_fast.detach()):
         assert torch.isfinite(log_det).all()
         assert torch.allclose(log_det, log_det_ref, atol=1e-5, rtol=1e-5)
     # the shared stack's fast path (NumPy loops on the CPU), one layer (K = 1) at a time
@@ -350,12 +350,12 @@ def test_rsample_is_differentiable():
 
 def test_free_energy_and_annealing():
     log_q = torch.tensor([1.0, 2.0])
-    U = torch.tensor([3.0, 5.0])
-    assert float(free_energy(log_q, U)) == pytest.approx(5.5)
-    assert float(free_energy(log_q, U, beta=0.5)) == pytest.approx(1.5 + 2.0)
-    U.requires_grad_()
-    (grad_U,) = torch.autograd.grad(free_energy(log_q, U, beta=0.3), U)
-    assert torch.allclose(grad_U, torch.full((2,), 0.3 / 2))  # d/dU mean(log_q + beta U)
+    energy_values = torch.tensor([3.0, 5.0])
+    assert float(free_energy(log_q, energy_values)) == pytest.approx(5.5)
+    assert float(free_energy(log_q, energy_values, beta=0.5)) == pytest.approx(1.5 + 2.0)
+    energy_values.requires_grad_()
+    (grad,) = torch.autograd.grad(free_energy(log_q, energy_values, beta=0.3), energy_values)
+    assert torch.allclose(grad, torch.full((2,), 0.3 / 2))  # d/dU mean(log_q + beta U)
     assert annealed_beta(0) == pytest.approx(0.01)
     assert annealed_beta(5_000) == pytest.approx(0.51)
     assert annealed_beta(9_900) == 1.0 and annealed_beta(50_000) == 1.0
@@ -397,6 +397,129 @@ def test_flow_of_another_dimension_is_refused():
 
 
 def test_make_flow_refuses_negative_length():
-    with pytest.raises(ValueError, match="num_layers K >= 0.*num_layers = -1"):
+    with pytest.raises(ValueError, match="flow_length K >= 0.*flow_length = -1"):
         flows.make_flow("planar", 2, -1)
-    assert flows.make_flow("radial", 2, 0).num_layers == 0
+    assert flows.make_flow("radial", 2, 0).flow_length == 0
+    assert flows.make_flow("planar", 2, 3).flow_length == 3
+
+
+# ---------------------------------------------------------------- every flow, one generic check
+
+
+def _scrambled(module, scale=0.5, seed=0):
+    """The module in float64 with every parameter moved away from its (near identity) init."""
+    torch.manual_seed(seed)
+    module = module.double()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return module
+
+
+FLOW_FACTORIES = {
+    "planar": lambda dim, length: flows.PlanarFlow(dim, length),
+    "planar-unconstrained": lambda dim, length: flows.PlanarFlow(dim, length, constrain=False),
+    "radial": lambda dim, length: flows.RadialFlow(dim, length),
+    "nice": lambda dim, length: flows.NICEFlow(dim, length, hidden=8),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FLOW_FACTORIES))
+@pytest.mark.parametrize("dim, flow_length", [(2, 1), (2, 6), (5, 3)])
+def test_every_flow_shapes_log_det_inverse_and_density(kind, dim, flow_length):
+    """One check over every flow (normflows' flow_test.py style): shapes and dtype, the
+    log-det against autograd's Jacobian, the inverse round trip where one exists, and
+    NormalizingFlow's log q of its own samples equal to log_prob at them (Eq. 13)."""
+    flow = _scrambled(FLOW_FACTORIES[kind](dim, flow_length))
+    assert flow.flow_length == flow_length and flow.dim == dim
+    for lead in [(7,), (3, 4)]:
+        z = torch.randn(*lead, dim, **torch_f64)
+        z_k, log_det = flow(z)
+        assert z_k.shape == z.shape and log_det.shape == lead
+        assert z_k.dtype == log_det.dtype == torch.float64
+        layers = flow.layers(z)
+        assert layers[0] is z or torch.equal(layers[0], z)
+        assert torch.allclose(layers[-1], z_k, atol=1e-12)
+    z = torch.randn(4, dim, **torch_f64)
+    _, log_det = flow(z)
+    for i in range(4):
+        expected = autograd_log_det(lambda x: flow(x.unsqueeze(0))[0][0], z[i])
+        assert abs(float(log_det[i].detach() - expected)) < 1e-8
+    if kind == "planar-unconstrained":  # no guarantee of invertibility: no inverse
+        with pytest.raises(ValueError, match="constrain=True"):
+            flow.inverse(z)
+        return
+    with torch.no_grad():
+        z_k, log_det = flow(z)
+        z_back, log_det_back = flow.inverse(z_k)
+    assert torch.allclose(z_back, z, atol=1e-8)
+    assert torch.allclose(log_det_back, log_det, atol=1e-8)
+    model = flows.NormalizingFlow(dim, flow).double()
+    with torch.no_grad():
+        model.mu.normal_()
+        model.log_sigma.normal_(0, 0.3)
+    z_k, log_q = model.rsample(50, generator=torch.Generator().manual_seed(1))
+    assert z_k.shape == (50, dim) and log_q.shape == (50,)
+    assert torch.allclose(model.log_prob(z_k.detach()), log_q.detach(), atol=1e-8)
+    assert model.flow_length == flow_length
+
+
+def test_gaussian_log_prob_matches_torch_distributions():
+    mu, log_sigma = torch.randn(3, **torch_f64), 0.5 * torch.randn(3, **torch_f64)
+    z = torch.randn(10, 3, **torch_f64)
+    eps = (z - mu) / torch.exp(log_sigma)
+    expected = torch.distributions.Normal(mu, torch.exp(log_sigma)).log_prob(z).sum(-1)
+    assert torch.allclose(flows.gaussian_log_prob(eps, log_sigma), expected, atol=1e-12)
+    standard = torch.distributions.Normal(0.0, 1.0).log_prob(z.double()).sum(-1)
+    assert torch.allclose(flows.gaussian_log_prob(z), standard, atol=1e-12)
+    # per-condition standard deviations (B, 1, D) against n points per condition (B, n, D)
+    log_sigma_b = 0.3 * torch.randn(4, 1, 3, **torch_f64)
+    eps_b = torch.randn(4, 6, 3, **torch_f64)
+    expected_b = torch.distributions.Normal(0.0, torch.exp(log_sigma_b)).log_prob(
+        eps_b * torch.exp(log_sigma_b)).sum(-1)
+    assert torch.allclose(flows.gaussian_log_prob(eps_b, log_sigma_b), expected_b, atol=1e-12)
+
+
+@pytest.mark.parametrize("w_lead, z_shape", [((), (20, 3)), ((6,), (6, 3)), ((6,), (4, 6, 3)),
+                                             ((6, 1), (6, 5, 3))])
+def test_planar_flow_inverse_undoes_the_forward_pass(w_lead, z_shape):
+    # shared (K, D) and per-example (B, K, D), (B, 1, K, D) parameters, as in Parts 1-4
+    flow_length, dim = 8, z_shape[-1]
+    w = torch.randn(*w_lead, flow_length, dim, **torch_f64)
+    u = 2.0 * torch.randn(*w_lead, flow_length, dim, **torch_f64)  # far from invertible raw
+    b = torch.randn(*w_lead, flow_length, **torch_f64)
+    z_0 = torch.randn(*z_shape, **torch_f64)
+    with torch.no_grad():
+        z_k, sum_log_det = planar_flow(z_0, w, u, b)
+    z_back, sum_log_det_back = flows.planar_flow_inverse(z_k, w, u, b)
+    assert z_back.shape == z_0.shape and sum_log_det_back.shape == sum_log_det.shape
+    assert torch.allclose(z_back, z_0, atol=1e-8)
+    assert torch.allclose(sum_log_det_back, sum_log_det, atol=1e-8)
+
+
+def test_planar_layer_equals_the_stack_and_the_formula():
+    torch.manual_seed(2)
+    dim, flow_length = 3, 5
+    layers = [_scrambled(flows.PlanarLayer(dim), scale=1.0, seed=k) for k in range(flow_length)]
+    z = torch.randn(40, dim, **torch_f64, requires_grad=True)
+    x, total = z, 0.0
+    for layer in layers:
+        x, log_det = layer(x)
+        total = total + log_det
+    w = torch.stack([layer.w for layer in layers])
+    u = torch.stack([layer.u for layer in layers])
+    b = torch.stack([layer.b for layer in layers])
+    z_stack, total_stack = planar_flow(z, w, u, b)  # the fast path (gradients on)
+    assert torch.allclose(x, z_stack, atol=1e-12) and torch.allclose(total, total_stack, atol=1e-12)
+    # Eq. 10-12 written out for the first layer, u_hat by App. A.1 as printed
+    w0, u0, b0 = layers[0].w, layers[0].u, layers[0].b
+    u_hat = u0 + (-1 + torch.nn.functional.softplus(w0 @ u0) - w0 @ u0) * w0 / (w0 @ w0)
+    h = torch.tanh(z @ w0 + b0)
+    z_1, log_det_1 = layers[0](z)
+    assert torch.allclose(z_1, z + h.unsqueeze(-1) * u_hat, atol=1e-12)
+    assert torch.allclose(log_det_1, torch.log(torch.abs(1 + (1 - h * h) * (u_hat @ w0))),
+                          atol=1e-12)
+    grads = torch.autograd.grad(total.sum() + x.sum(), [z, w0, u0, b0])
+    grads_stack = torch.autograd.grad(total_stack.sum() + z_stack.sum(), [z, w0, u0, b0])
+    for g, g_stack in zip(grads, grads_stack):
+        assert torch.allclose(g, g_stack, atol=1e-10)

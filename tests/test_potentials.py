@@ -53,8 +53,8 @@ def table1_U1(z):
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
 def test_U1_equals_table1_formula_with_gradients(dtype, tol):
-    # U1 is computed in an expanded form (fewer operations); same values and gradients, also
-    # far out where Table 1's exponentials underflow in float32 (compared in float64 there)
+    # U1 is computed with logaddexp; same values and gradients as Table 1's log(exp + exp),
+    # also far out where those exponentials underflow in float32 (compared in float64 there)
     torch.manual_seed(0)
     z = (3.0 * torch.randn(2000, 2, dtype=dtype)).requires_grad_()
     reference_z = z.detach().double().requires_grad_()

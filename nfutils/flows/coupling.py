@@ -20,9 +20,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .flows import NormalizingFlow
+from .base import NormalizingFlow
 
-__all__ = ["ShiftMLP", "shift_network", "additive_coupling", "additive_coupling_inverse", "NICEFlow", "make_nice_flow"]
+__all__ = [
+    "ShiftMLP",
+    "shift_network",
+    "additive_coupling",
+    "additive_coupling_inverse",
+    "NICEFlow",
+    "make_nice_flow",
+]
 
 
 class ShiftMLP(nn.Module):
@@ -39,7 +46,8 @@ class ShiftMLP(nn.Module):
         hidden: units per hidden layer. num_hidden_layers: number of tanh layers (>= 1).
     """
 
-    def __init__(self, in_features: int, out_features: int, hidden: int = 16, num_hidden_layers: int = 2):
+    def __init__(self, in_features: int, out_features: int, hidden: int = 16,
+                 num_hidden_layers: int = 2):
         super().__init__()
         if num_hidden_layers < 1:
             raise ValueError(f"need num_hidden_layers >= 1; got {num_hidden_layers}")
@@ -103,27 +111,28 @@ class NICEFlow(nn.Module):
     """K additive coupling layers, alternating halves, then a diagonal scaling exp(s).
 
     ``forward(z_0)`` returns (z_K, sum of log|det|) with sum log|det| = sum_i s_i for every
-    point (the coupling layers preserve volume), so it plugs into ``flows.NormalizingFlow``
+    point (the coupling layers preserve volume), so it plugs into ``NormalizingFlow``
     like a planar or radial stack.
 
     Args:
-        dim: D (>= 2). num_layers: K coupling layers (K = 0: the scaling alone).
+        dim: D (>= 2). flow_length: K coupling layers (K = 0: the scaling alone).
         hidden: units per hidden layer of each MLP. num_hidden_layers: hidden layers per MLP.
     """
 
-    def __init__(self, dim: int, num_layers: int, hidden: int = 16, num_hidden_layers: int = 2):
+    def __init__(self, dim: int, flow_length: int, hidden: int = 16,
+                 num_hidden_layers: int = 2):
         super().__init__()
-        if dim < 2 or num_layers < 0:
-            raise ValueError(f"need dim >= 2 and num_layers >= 0; got {dim}, {num_layers}")
+        if dim < 2 or flow_length < 0:
+            raise ValueError(f"need dim >= 2 and flow_length >= 0; got {dim}, {flow_length}")
         self.dim = dim
-        self.num_layers = num_layers
+        self.flow_length = flow_length
         self.hidden = hidden
         first, second = dim // 2, dim - dim // 2
         # layer k shifts the first half when k is even, the second when k is odd
         self.shifts = nn.ModuleList(
             shift_network(second if k % 2 == 0 else first, first if k % 2 == 0 else second,
                           hidden, num_hidden_layers)
-            for k in range(num_layers))
+            for k in range(flow_length))
         self.log_scale = nn.Parameter(torch.zeros(dim))
 
     def _check(self, z: Tensor, name: str) -> None:
@@ -163,14 +172,15 @@ class NICEFlow(nn.Module):
         subtract the shifts from the last layer to the first."""
         self._check(z_k, "z_k")
         z = z_k * torch.exp(-self.log_scale)
-        for k in reversed(range(self.num_layers)):
+        for k in reversed(range(self.flow_length)):
             z = additive_coupling_inverse(z, self.shifts[k], shift_first=k % 2 == 0)
         return z, self.log_scale.sum().expand(z_k.shape[:-1])
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, num_layers={self.num_layers}, hidden={self.hidden}"
+        return f"dim={self.dim}, flow_length={self.flow_length}, hidden={self.hidden}"
 
 
-def make_nice_flow(dim: int, num_layers: int, hidden: int = 16, num_hidden_layers: int = 2) -> NormalizingFlow:
+def make_nice_flow(dim: int, flow_length: int, hidden: int = 16,
+                   num_hidden_layers: int = 2) -> NormalizingFlow:
     """A ``NormalizingFlow``: learnable Gaussian base, then a ``NICEFlow`` of K coupling layers."""
-    return NormalizingFlow(dim, NICEFlow(dim, num_layers, hidden, num_hidden_layers))
+    return NormalizingFlow(dim, NICEFlow(dim, flow_length, hidden, num_hidden_layers))

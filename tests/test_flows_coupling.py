@@ -1,4 +1,4 @@
-"""NICE (nfutils.nice): exact inverse, log-det against autograd's Jacobian, volume preservation."""
+"""NICE (nfutils.flows.coupling): exact inverse, log-det against autograd's Jacobian, volume preservation."""
 
 import math
 
@@ -6,13 +6,14 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from nfutils import nice, potentials, training
+from nfutils import potentials, training
+from nfutils.flows import coupling
 
 
-def random_nice(dim, num_layers, seed=0):
+def random_nice(dim, flow_length, seed=0):
     """A NICE flow in float64 with every parameter moved away from its (identity) init."""
     torch.manual_seed(seed)
-    flow = nice.NICEFlow(dim, num_layers, hidden=8).double()
+    flow = coupling.NICEFlow(dim, flow_length, hidden=8).double()
     with torch.no_grad():
         for p in flow.parameters():
             p.add_(0.5 * torch.randn_like(p))
@@ -20,9 +21,9 @@ def random_nice(dim, num_layers, seed=0):
 
 
 @pytest.mark.parametrize("dim", [2, 3, 6])
-@pytest.mark.parametrize("num_layers", [0, 1, 4])
-def test_log_det_matches_autograd_jacobian(dim, num_layers):
-    flow = random_nice(dim, num_layers)
+@pytest.mark.parametrize("flow_length", [0, 1, 4])
+def test_log_det_matches_autograd_jacobian(dim, flow_length):
+    flow = random_nice(dim, flow_length)
     z = torch.randn(5, dim, dtype=torch.float64)
     _, log_det = flow(z)
     for i in range(5):
@@ -37,11 +38,11 @@ def test_coupling_layer_preserves_volume_and_shifts_one_half(dim):
     z = torch.randn(4, dim, dtype=torch.float64)
     for k, shift in enumerate(flow.shifts):
         first = k % 2 == 0
-        out = nice.additive_coupling(z, shift, shift_first=first)
+        out = coupling.additive_coupling(z, shift, shift_first=first)
         kept = slice(dim // 2, dim) if first else slice(0, dim // 2)
         assert torch.equal(out[:, kept], z[:, kept])
         for i in range(4):
-            jac = jacobian(lambda x: nice.additive_coupling(x, shift, first), z[i])
+            jac = jacobian(lambda x: coupling.additive_coupling(x, shift, first), z[i])
             assert abs(float(torch.linalg.det(jac)) - 1.0) < 1e-12
 
 
@@ -56,7 +57,7 @@ def test_inverse_is_exact(dim):
 
 
 def test_fresh_flow_is_the_identity_and_layers_are_listed():
-    flow = nice.NICEFlow(2, 3)
+    flow = coupling.NICEFlow(2, 3)
     z = torch.randn(10, 2)
     layers = flow.layers(z)
     assert len(layers) == 3 + 2 and all(torch.equal(layer, z) for layer in layers)
@@ -64,7 +65,7 @@ def test_fresh_flow_is_the_identity_and_layers_are_listed():
 
 def test_normalizing_flow_with_nice_log_prob_and_density_integrates_to_one():
     torch.manual_seed(1)
-    model = nice.make_nice_flow(2, 4, hidden=8).double()
+    model = coupling.make_nice_flow(2, 4, hidden=8).double()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -78,7 +79,7 @@ def test_normalizing_flow_with_nice_log_prob_and_density_integrates_to_one():
 
 def test_nice_trains_and_gradients_flow():
     torch.manual_seed(0)
-    model = nice.make_nice_flow(2, 2, hidden=8)
+    model = coupling.make_nice_flow(2, 2, hidden=8)
     z_k, log_q = model.rsample(64)
     (z_k.sum() + log_q.sum()).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
@@ -91,7 +92,7 @@ def test_nice_trains_and_gradients_flow():
 
 def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match="dim >= 2"):
-        nice.NICEFlow(1, 2)
+        coupling.NICEFlow(1, 2)
     with pytest.raises(ValueError, match=r"\(\.\.\., 2\)"):
-        nice.NICEFlow(2, 2)(torch.zeros(3, 3))
-    assert math.isfinite(float(nice.NICEFlow(2, 0)(torch.zeros(1, 2))[1]))
+        coupling.NICEFlow(2, 2)(torch.zeros(3, 3))
+    assert math.isfinite(float(coupling.NICEFlow(2, 0)(torch.zeros(1, 2))[1]))

@@ -1,0 +1,377 @@
+"""The fast path of the planar stack: the same values and gradients as ``planar.planar_flow``'s
+loop, computed with fewer, cheaper calls. Nothing here is needed to understand the flows.
+
+Why: a Part 1 training step (N = 1000 two-dimensional points, K = 32-100 layers) is bound by
+the fixed cost of each tensor operation and of each node autograd records, not by arithmetic.
+The reference loop records about ten autograd nodes per layer; here the whole stack is one
+node, a custom ``torch.autograd.Function``:
+
+* forward: all u_hat at once (App. A.1), then three fused operations per layer, then every
+  layer's log-det (Eq. 12) in a single ``log1p``;
+* backward: one reverse loop with the derivatives of Eq. (10)-(12) and App. A.1 derived by
+  hand (formulas in ``_PlanarStackShared``'s docstring), the sums over points batched after
+  the loop.
+
+``_PlanarStackShared`` serves parameters shared by all points, (K, D);
+``_PlanarStackPerExample`` per-example parameters, (..., K, D), with broadcasting. On the CPU
+the shared stack's two loops, the only part whose cost grows with K, run as NumPy calls on the
+same memory (``NUMPY_LOOPS_ON_CPU``), a few times cheaper per call than torch's.
+
+The switch: ``planar.planar_flow`` asks ``applies(z, w, u, b)`` and, when it says yes, calls
+``planar_flow`` here. It says yes when the fast path is enabled (the default), the stack has
+K >= 1 layers and gradients are being recorded for one of the inputs; without gradients
+(sampling, evaluation, figures) the reference loop runs. To run the reference everywhere,
+for instance to compare or to debug:
+
+    from nfutils.flows import fast_planar
+    with fast_planar.use_fast_path(False):
+        z_k, log_q = model.rsample(1000)      # and its backward: plain autograd
+
+or set ``fast_planar.ENABLED = False``. Nothing else in the process changes: no global torch,
+NumPy or allocator setting is touched. tests/test_flows_fast.py checks values and gradients
+against the reference in float64 (both loop backends), on random inputs and on the App. A.1
+extreme grid, and ``torch.autograd.gradcheck`` on the analytic backward; benchmarks/flows.py
+measures the gain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .planar import SOFTPLUS_FLOOR, _constrain_u_and_dot
+
+__all__ = ["ENABLED", "NUMPY_LOOPS_ON_CPU", "use_fast_path", "applies", "planar_flow"]
+
+#: The switch: ``planar.planar_flow`` uses this module when True (see ``use_fast_path``).
+ENABLED = True
+
+#: Run the per-layer loops of ``_PlanarStackShared`` in NumPy, on the same memory, for CPU
+#: tensors. A 2-D training step is bound by the fixed cost of each call, and a NumPy call on
+#: 1000 numbers costs about 0.6-1 us where a torch operation costs 2-3 us (dispatch, output
+#: checks): 3.1 against 10.1 us per forward layer at N = 1000, D = 2 (three NumPy calls
+#: against torch's three). Set to False to run the torch loop everywhere (as on CUDA).
+NUMPY_LOOPS_ON_CPU = True
+
+
+@contextlib.contextmanager
+def use_fast_path(enabled: bool = True) -> Iterator[None]:
+    """Within the block, ``planar.planar_flow`` takes the fast path (True) or the reference
+    loop (False); the previous setting comes back afterwards."""
+    global ENABLED
+    previous, ENABLED = ENABLED, bool(enabled)
+    try:
+        yield
+    finally:
+        ENABLED = previous
+
+
+def applies(z: Tensor, w: Tensor, u: Tensor, b: Tensor) -> bool:
+    """Whether ``planar_flow`` here should run the stack: enabled, K >= 1, and autograd
+    recording for one of the inputs (training)."""
+    return (ENABLED and w.shape[-2] > 0 and torch.is_grad_enabled()
+            and (z.requires_grad or w.requires_grad or u.requires_grad or b.requires_grad))
+
+
+def planar_flow(z: Tensor, w: Tensor, u: Tensor, b: Tensor, constrain: bool = True
+                ) -> tuple[Tensor, Tensor]:
+    """``planar.planar_flow(z, w, u, b, constrain)`` (arguments already checked there) as one
+    autograd node: (z_K (..., D), sum_k log|det_k| (...))."""
+    dim = z.shape[-1]
+    if w.dim() == 2 and z.dim() == 2:
+        return _PlanarStackShared.apply(z, w, u, b, constrain)
+    if w.dim() == 2:
+        z_k, sum_log_det = _PlanarStackShared.apply(z.reshape(-1, dim), w, u, b, constrain)
+        return z_k.reshape(z.shape), sum_log_det.reshape(z.shape[:-1])
+    return _PlanarStackPerExample.apply(z, w, u, b, constrain)
+
+
+class _PlanarStackShared(torch.autograd.Function):
+    """K planar layers with parameters shared by all N points, as one autograd node.
+
+    Forward (Eq. 10), per layer: a_k = z_{k-1} w_k + b_k (``addmv``), h_k = tanh(a_k),
+    z_k = z_{k-1} + u_k h_k (``addr``), with the points stored as (D, N) so that both
+    operations stream along N. Then log|det_k| = log(1 + (w_k.u_k)(1 - h_k^2)) (Eq. 12) for all
+    layers at once.
+
+    Backward, with g_k = dL/dz_k, s_k = 1 - h_k^2, c_k = w_k.u_k, d_k = 1 + c_k s_k and
+    gamma = dL/d(sum_k log|det_k|):
+
+        dL/da_k    = s_k (g_k.u_k) - 2 gamma c_k h_k s_k / d_k
+        g_{k-1}    = g_k + w_k dL/da_k
+        dL/dw_k    = sum_n dL/da_k z_{k-1} + dL/dc_k u_k,   dL/dc_k = sum_n gamma s_k / d_k
+        dL/du_k    = sum_n h_k g_k + dL/dc_k w_k,           dL/db_k = sum_n dL/da_k
+
+    one reverse loop of three operations per layer (``addmv``, ``mul_``, ``addr``); the sums
+    over points are batched after the loop. On the CPU both loops run as three NumPy calls per
+    layer on the same memory (``_shared_forward_loop_numpy``, ``_shared_backward_loop_numpy``;
+    ``NUMPY_LOOPS_ON_CPU``), the rest as torch operations. With ``constrain``,
+    u_hat = u + beta w / ||w||^2, beta = m(w.u) - w.u (App. A.1), is computed inside too, and
+    the gradient with respect to u_hat, G, is carried back to the free parameters by hand, with
+    t = G.w:
+
+        dL/du = G + beta' t w / ||w||^2,
+        dL/dw += beta G / ||w||^2 + beta' t u / ||w||^2 - 2 beta t w / ||w||^4,
+        beta' = sigmoid(w.u) - 1
+
+    (0 where a floor of App. A.1 is active, as autograd's clamp).
+
+    Checked against autograd by ``gradcheck`` in tests/test_flows_fast.py.
+
+    Inputs: z (N, D), w and u (K, D), b (K,), constrain (True: u is free and u_hat comes
+    from App. A.1, log-dets by log1p; False: u is used as it is, log-dets log|1 + u.psi|).
+    Outputs: z_K (N, D) and sum_log_det (N,).
+    """
+
+    @staticmethod
+    def forward(ctx, z, w, u, b, constrain):
+        flow_length, dim = w.shape
+        num_points = z.shape[0]
+        # columns[k] holds (1, z_k^T, h_{k+1}) as rows: (K + 1, D + 2, N); the row of ones and
+        # h next to z let the NumPy loop do a layer in three calls (see its docstring)
+        columns = z.new_empty(flow_length + 1, dim + 2, num_points)
+        z_all = columns[:, 1:dim + 1]  # z_all[k] = z_k^T, (K + 1, D, N)
+        h_all = columns[:flow_length, dim + 1]  # h_all[k] = h_{k+1}, (K, N)
+        z_all[0].copy_(z.t())
+        if constrain:
+            u_hat, constrain_coefs, w_dot_u = _constrain_u_with_coefs(w, u)
+        else:
+            u_hat, constrain_coefs = u, None
+            w_dot_u = (w * u_hat).sum(-1, keepdim=True)
+        if _numpy_loops(columns):
+            columns[:, 0].fill_(1.0)
+            _shared_forward_loop_numpy(columns.numpy(), w.detach().numpy(),
+                                       u_hat.detach().numpy(), b.detach().numpy())
+        else:
+            z_rows, h_rows = z_all.unbind(0), h_all.unbind(0)
+            z_cols = z_all.transpose(1, 2).unbind(0)  # the same memory seen as (N, D)
+            w_rows, u_rows, b_rows = w.unbind(0), u_hat.unbind(0), b.unbind(0)
+            for k in range(flow_length):
+                torch.addmv(b_rows[k], z_cols[k], w_rows[k], out=h_rows[k])
+                h_rows[k].tanh_()
+                torch.addr(z_rows[k], u_rows[k], h_rows[k], out=z_rows[k + 1])
+        # c_k = w_k.u_k, (K, 1): with constrain, m(w_k.u_k) exactly (App. A.1)
+        # s_k = 1 - h_k^2 and u.psi_k = c_k s_k (Eq. 11), (K, N), both kept for the backward
+        slope = torch.addcmul(h_all.new_ones(()), h_all, h_all, value=-1.0)
+        u_dot_psi = slope * w_dot_u
+        if constrain:  # 1 + u.psi > 0 is guaranteed by w.u_hat > -1
+            log_det = torch.log1p(u_dot_psi)
+        else:
+            log_det = torch.add(u_dot_psi, 1.0).abs_().log_()
+        sum_log_det = log_det.sum(0)
+        ctx.constrain_coefs = constrain_coefs
+        ctx.save_for_backward(z_all, h_all, slope, u_dot_psi, w, u, u_hat, w_dot_u)
+        return z_all[flow_length].t().contiguous(), sum_log_det
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_z, grad_log_det):
+        z_all, h_all, slope, u_dot_psi, w, u, u_hat, w_dot_u = ctx.saved_tensors
+        flow_length, dim = w.shape
+        # grad_columns[k] holds ((dL/dz_k)^T, dL/da_k) as rows: (K + 1, D + 1, N)
+        grad_columns = z_all.new_empty(flow_length + 1, dim + 1, z_all.shape[-1])
+        grad_z_all = grad_columns[:, :dim]  # grad_z_all[k] = (dL/dz_k)^T
+        grad_a = grad_columns[1:, dim]  # grad_a[k] = dL/da_{k+1}, (K, N)
+        gamma_over_det = torch.add(u_dot_psi, 1.0)  # d_k = 1 + c_k s_k
+        gamma_over_det.reciprocal_().mul_(grad_log_det)  # gamma / d_k, (K, N)
+        grad_w_dot_u = torch.linalg.vecdot(gamma_over_det, slope).unsqueeze(-1)  # (K, 1)
+        # dL/da_k starts as the log-det's share, -2 gamma c_k h_k s_k / d_k (s_k: in the loop)
+        torch.mul(gamma_over_det.mul_(h_all), -2.0 * w_dot_u, out=grad_a)
+        grad_z_all[flow_length].copy_(grad_z.t())
+        if _numpy_loops(grad_columns):
+            _shared_backward_loop_numpy(grad_columns.numpy(), slope.numpy(),
+                                        w.detach().numpy(), u_hat.detach().numpy())
+        else:
+            g_rows, ga_rows = grad_z_all.unbind(0), grad_a.unbind(0)
+            g_cols = grad_z_all.transpose(1, 2).unbind(0)
+            s_rows, w_rows, u_rows = slope.unbind(0), w.unbind(0), u_hat.unbind(0)
+            for k in range(flow_length - 1, -1, -1):
+                ga_rows[k].addmv_(g_cols[k + 1], u_rows[k]).mul_(s_rows[k])
+                torch.addr(g_rows[k + 1], w_rows[k], ga_rows[k], out=g_rows[k])
+        grad_w = torch.linalg.vecdot(z_all[:-1], grad_a.unsqueeze(1)) + grad_w_dot_u * u_hat
+        grad_u = torch.linalg.vecdot(grad_z_all[1:], h_all.unsqueeze(1)) + grad_w_dot_u * w
+        if ctx.constrain_coefs is not None:
+            grad_w, grad_u = _constrain_u_backward(w, u, grad_w, grad_u, ctx.constrain_coefs)
+        return grad_z_all[0].t(), grad_w, grad_u, grad_a.sum(1), None
+
+
+def _numpy_loops(t: Tensor) -> bool:
+    return (NUMPY_LOOPS_ON_CPU and t.device.type == "cpu"
+            and t.dtype in (torch.float32, torch.float64))
+
+
+def _identity_and(vectors: np.ndarray) -> np.ndarray:
+    """The matrices [I, v_k] of shape (K, D, D + 1) for vectors v of shape (K, D)."""
+    flow_length, dim = vectors.shape
+    matrices = np.zeros((flow_length, dim, dim + 1), dtype=vectors.dtype)
+    matrices.reshape(flow_length, -1)[:, ::dim + 2] = 1.0  # the diagonal of each I
+    matrices[:, :, dim] = vectors
+    return matrices
+
+
+def _shared_forward_loop_numpy(columns: np.ndarray, w: np.ndarray, u_hat: np.ndarray,
+                               b: np.ndarray) -> None:
+    """The forward loop of ``_PlanarStackShared`` on NumPy views, in place, three calls per
+    layer. ``columns[k]`` has the rows (1, z_k^T, h_{k+1}), shape (K + 1, D + 2, N), with the
+    ones and z_0 filled in:
+
+        h_k = tanh([b_k, w_k^T] (1; z_{k-1}))      (one dot, one tanh)
+        z_k = [I, u_k] (z_{k-1}; h_k)               (one dot: z_{k-1} + u_k h_k)
+    """
+    flow_length, dim = w.shape
+    bias_and_w = np.empty((flow_length, dim + 1), dtype=w.dtype)
+    bias_and_w[:, 0], bias_and_w[:, 1:] = b, w
+    identity_and_u = _identity_and(u_hat)  # (K, D, D + 1)
+    dot, tanh = np.dot, np.tanh
+    for k in range(w.shape[0]):
+        block = columns[k]
+        h = block[dim + 1]
+        dot(bias_and_w[k], block[:dim + 1], out=h)
+        tanh(h, out=h)
+        dot(identity_and_u[k], block[1:], out=columns[k + 1, 1:dim + 1])
+
+
+def _shared_backward_loop_numpy(grad_columns: np.ndarray, slope: np.ndarray, w: np.ndarray,
+                                u_hat: np.ndarray) -> None:
+    """The reverse loop of ``_PlanarStackShared``'s backward on NumPy views, in place, three
+    calls per layer. ``grad_columns[k]`` has the rows (g_k^T, dL/da_k), shape (K + 1, D + 1, N),
+    with g_K and the log-det's share of each dL/da_k filled in (see the Function's docstring):
+
+        dL/da_k = s_k ([u_k^T, 1] (g_k; log-det share))     (one dot, one multiply)
+        g_{k-1} = [I, w_k] (g_k; dL/da_k)                  (one dot: g_k + w_k dL/da_k)
+    """
+    flow_length, dim = w.shape
+    u_and_one = np.empty((flow_length, dim + 1), dtype=w.dtype)
+    u_and_one[:, :dim], u_and_one[:, dim] = u_hat, 1.0
+    identity_and_w = _identity_and(w)  # (K, D, D + 1)
+    dot, multiply = np.dot, np.multiply
+    u_dot_g = np.empty_like(slope[0])
+    for k in range(w.shape[0] - 1, -1, -1):
+        block = grad_columns[k + 1]
+        dot(u_and_one[k], block, out=u_dot_g)
+        multiply(u_dot_g, slope[k], out=block[dim])
+        dot(identity_and_w[k], block, out=grad_columns[k, :dim])
+
+
+def _constrain_u_with_coefs(w: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``_constrain_u_and_dot`` (App. A.1) and the coefficients its backward needs, (..., K, 3):
+    beta / ||w||^2, beta' / ||w||^2 and 2 beta / ||w||^4 (see ``_PlanarStackShared``).
+
+    Returns:
+        (u_hat (..., K, D), coefs (..., K, 3), w_dot_u_hat (..., K, 1)).
+    """
+    u_hat, w_dot_u_hat = _constrain_u_and_dot(w, u)
+    w_dot_u = (w * u).sum(-1, keepdim=True)
+    softplus = F.softplus(w_dot_u)
+    beta = softplus.clamp_min(SOFTPLUS_FLOOR).sub_(1.0).sub_(w_dot_u)
+    w_norm_sq = (w * w).sum(-1, keepdim=True)
+    tiny = torch.finfo(w.dtype).tiny
+    inv_norm_sq = w_norm_sq.clamp_min(tiny).reciprocal_()
+    beta_over_n = beta * inv_norm_sq
+    beta_prime = torch.sigmoid(w_dot_u).masked_fill_(softplus < SOFTPLUS_FLOOR, 0.0).sub_(1.0)
+    two_beta_over_n2 = (2.0 * beta_over_n * inv_norm_sq).masked_fill_(w_norm_sq < tiny, 0.0)
+    coefs = torch.cat([beta_over_n, beta_prime * inv_norm_sq, two_beta_over_n2], dim=-1)
+    return u_hat, coefs, w_dot_u_hat
+
+
+def _constrain_u_backward(w: Tensor, u: Tensor, grad_w: Tensor, grad_u_hat: Tensor,
+                          coefs: Tensor) -> tuple[Tensor, Tensor]:
+    """Carry dL/du_hat back through App. A.1 (``planar.constrain_u``) to (dL/dw, dL/du), adding
+    to ``grad_w`` the part of dL/dw that goes through u_hat (formulas: ``_PlanarStackShared``;
+    ``coefs`` from ``_constrain_u_with_coefs``)."""
+    t = (grad_u_hat * w).sum(-1, keepdim=True)
+    scaled = coefs * t  # (..., 3): beta t / n (unused), beta' t / n, 2 beta t / n^2
+    grad_u = torch.addcmul(grad_u_hat, scaled[..., 1:2], w)
+    grad_w = grad_w.addcmul_(coefs[..., 0:1], grad_u_hat).addcmul_(scaled[..., 1:2], u)
+    grad_w.addcmul_(scaled[..., 2:3], w, value=-1.0)
+    return grad_w, grad_u
+
+
+class _PlanarStackPerExample(torch.autograd.Function):
+    """K planar layers with per-example parameters, as one autograd node.
+
+    The same forward and analytic backward as ``_PlanarStackShared`` (see its docstring, also
+    for the App. A.1 constraint), with broadcasting instead of matrix-vector products: per
+    layer ``vecdot``, ``add_``, ``tanh_``, ``addcmul`` forward and ``vecdot``, ``addcmul_``,
+    ``addcmul`` backward. Gradients of parameters that were broadcast (e.g. (B, K, D) against
+    points (S, B, D)) are summed back to their shapes.
+
+    Inputs: z (..., D); w, u (..., K, D) and b (..., K) whose leading dimensions broadcast
+    against z's; constrain as in ``_PlanarStackShared``. Outputs: z_K and sum_log_det with the
+    broadcast leading shape.
+    """
+
+    @staticmethod
+    def forward(ctx, z, w, u, b, constrain):
+        flow_length, dim = w.shape[-2:]
+        param_lead = tuple(w.shape[:-2])
+        lead = torch.broadcast_shapes(z.shape[:-1], param_lead)
+        # the parameters' leading shape right-aligned with ``lead``: (1, ..., 1, P...)
+        padded = (1,) * (len(lead) - len(param_lead)) + param_lead
+        if constrain:
+            u_hat, constrain_coefs, w_dot_u = _constrain_u_with_coefs(w, u)
+        else:
+            u_hat, constrain_coefs = u, None
+            w_dot_u = (w * u_hat).sum(-1, keepdim=True)
+        z_all = z.new_empty(flow_length + 1, *lead, dim)
+        h_all = z.new_empty(flow_length, *lead)
+        z_all[0].copy_(z.expand(*lead, dim))
+        z_rows, h_rows = z_all.unbind(0), h_all.unbind(0)
+        w_rows, u_rows, b_rows = w.unbind(-2), u_hat.unbind(-2), b.unbind(-1)
+        for k in range(flow_length):
+            torch.linalg.vecdot(z_rows[k], w_rows[k], out=h_rows[k])
+            h_rows[k].add_(b_rows[k]).tanh_()
+            torch.addcmul(z_rows[k], h_rows[k].unsqueeze(-1), u_rows[k], out=z_rows[k + 1])
+        w_dot_u = w_dot_u.squeeze(-1).movedim(-1, 0).reshape(flow_length, *padded)
+        log_det = h_all * h_all
+        log_det.mul_(-w_dot_u).add_(w_dot_u)  # u.psi_k = c_k (1 - h_k^2)
+        if constrain:
+            log_det.log1p_()
+        else:
+            log_det.add_(1.0).abs_().log_()
+        ctx.save_for_backward(z_all, h_all, w, u, u_hat, w_dot_u)
+        ctx.constrain_coefs = constrain_coefs
+        ctx.shapes = (z.shape, padded)
+        return z_rows[flow_length].clone(), log_det.sum(0)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_z, grad_log_det):
+        z_all, h_all, w, u, u_hat, w_dot_u = ctx.saved_tensors
+        z_shape, padded = ctx.shapes
+        flow_length, dim = w.shape[-2:]
+        param_lead = tuple(w.shape[:-2])
+        slope = h_all * h_all
+        slope.neg_().add_(1.0)  # s_k = 1 - h_k^2, (K, ...)
+        gamma_over_det = slope * w_dot_u
+        gamma_over_det.add_(1.0).reciprocal_().mul_(grad_log_det)
+        grad_w_dot_u = (gamma_over_det * slope).sum_to_size(flow_length, *padded)
+        # the log-det's share of dL/da_k, -2 gamma c_k h_k s_k / d_k (independent of the loop)
+        grad_a = gamma_over_det.mul_(h_all).mul_(slope).mul_(w_dot_u).mul_(-2.0)
+        grad_z_all = torch.empty_like(z_all)
+        grad_z_all[flow_length].copy_(grad_z)
+        g_rows, ga_rows, s_rows = grad_z_all.unbind(0), grad_a.unbind(0), slope.unbind(0)
+        w_rows, u_rows = w.unbind(-2), u_hat.unbind(-2)
+        for k in range(flow_length - 1, -1, -1):
+            ga_rows[k].addcmul_(torch.linalg.vecdot(g_rows[k + 1], u_rows[k]), s_rows[k])
+            torch.addcmul(g_rows[k + 1], ga_rows[k].unsqueeze(-1), w_rows[k], out=g_rows[k])
+        # parameter gradients in the layer-first layout (K, 1.., P.., D), summed over the
+        # broadcast dimensions, then returned as views in the parameters' layout
+        layer_first = (flow_length, *padded, dim)
+        grad_w = (grad_a.unsqueeze(-1) * z_all[:-1]).sum_to_size(layer_first)
+        grad_w.addcmul_(grad_w_dot_u.unsqueeze(-1), u_hat.movedim(-2, 0).reshape(layer_first))
+        grad_u = (h_all.unsqueeze(-1) * grad_z_all[1:]).sum_to_size(layer_first)
+        grad_u.addcmul_(grad_w_dot_u.unsqueeze(-1), w.movedim(-2, 0).reshape(layer_first))
+        grad_w = grad_w.reshape(flow_length, *param_lead, dim).movedim(0, -2)
+        grad_u = grad_u.reshape(flow_length, *param_lead, dim).movedim(0, -2)
+        if ctx.constrain_coefs is not None:
+            grad_w, grad_u = _constrain_u_backward(w, u, grad_w, grad_u, ctx.constrain_coefs)
+        grad_b = grad_a.sum_to_size(flow_length, *padded).reshape(flow_length, *param_lead)
+        return g_rows[0].sum_to_size(z_shape), grad_w, grad_u, grad_b.movedim(0, -1), None
+
+
