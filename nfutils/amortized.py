@@ -31,13 +31,18 @@ from __future__ import annotations
 
 import math
 import os
-import time
-from dataclasses import asdict, dataclass, field
 from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from .checkpoints import (
+    CheckpointError,
+    check_writable,
+    load_checkpoint,
+    save_checkpoint,
+    unconverted_checkpoint,
+)
 from .flows import (
     NormalizingFlow,
     PlanarFlow,
@@ -48,13 +53,7 @@ from .flows import (
     split_planar_params,
 )
 from .potentials import rotated_U1
-from .training import (
-    _check_positive,
-    _check_writable,
-    check_finite_loss,
-    load_checkpoint,
-    save_checkpoint,
-)
+from .training import History, check_positive, run_steps, warmup_cosine
 
 __all__ = [
     "angle_features",
@@ -64,14 +63,16 @@ __all__ = [
     "ring_energy",
     "FlowParams",
     "AmortizedPlanarFlow",
-    "lr_schedule",
-    "AmortizedHistory",
+    "ConditionalEnergy",
+    "SCHEDULES",
+    "schedule_factor",
+    "CHECKPOINT_KEYS",
+    "load_amortized",
     "fit_amortized",
-    "monte_carlo_kl",
-    "kl_per_condition",
 ]
 
-Energy = Callable[[Tensor, Tensor], Tensor]
+#: An energy of a family of targets: U(z; c), (B, n, D) and (B, C) -> (B, n).
+ConditionalEnergy = Callable[[Tensor, Tensor], Tensor]
 
 
 # --------------------------------------------------------------------------- conditions
@@ -201,27 +202,27 @@ class AmortizedPlanarFlow(nn.Module):
 
     Args:
         dim: D (2 for the targets of Part 2).
-        num_layers: K planar layers.
+        flow_length: K, the number of planar layers.
         features: a key of ``FEATURES`` ("angle", "angle_radius" or "raw_angle").
         hidden: width of the hidden layers. num_hidden_layers: how many (>= 1).
         out_init_scale: multiplies the default init of the output layer's weights.
     """
 
-    def __init__(self, dim: int = 2, num_layers: int = 16, features: str = "angle",
+    def __init__(self, dim: int = 2, flow_length: int = 16, features: str = "angle",
                  hidden: int = 64, num_hidden_layers: int = 2, out_init_scale: float = 0.1):
         super().__init__()
         if features not in FEATURES:
             raise ValueError(f"features must be one of {sorted(FEATURES)}, got {features!r}")
-        if dim < 1 or num_layers < 0 or hidden < 1 or num_hidden_layers < 1:
+        if dim < 1 or flow_length < 0 or hidden < 1 or num_hidden_layers < 1:
             raise ValueError(
-                "need dim >= 1, num_layers >= 0, hidden >= 1, num_hidden_layers >= 1; got "
-                f"{dim}, {num_layers}, {hidden}, {num_hidden_layers}"
+                "need dim >= 1, flow_length >= 0, hidden >= 1, num_hidden_layers >= 1; got "
+                f"{dim}, {flow_length}, {hidden}, {num_hidden_layers}"
             )
         self.dim = dim
-        self.num_layers = num_layers
+        self.flow_length = flow_length
         self.features = features
         self.featurize, self.condition_dim, num_features = FEATURES[features]
-        self.config = dict(dim=dim, num_layers=num_layers, features=features, hidden=hidden,
+        self.config = dict(dim=dim, flow_length=flow_length, features=features, hidden=hidden,
                            num_hidden_layers=num_hidden_layers, out_init_scale=out_init_scale)
         layers: list[nn.Module] = []
         width_in = num_features
@@ -229,11 +230,11 @@ class AmortizedPlanarFlow(nn.Module):
             layers += [nn.Linear(width_in, hidden), nn.Tanh()]
             width_in = hidden
         self.body = nn.Sequential(*layers)
-        self.num_outputs = 2 * dim + planar_param_count(dim, num_layers)
+        self.num_outputs = 2 * dim + planar_param_count(dim, flow_length)
         self.head = nn.Linear(hidden, self.num_outputs)
         with torch.no_grad():
             self.head.weight.mul_(out_init_scale)
-            init = PlanarFlow(dim, num_layers)  # the per-target flow's initialization
+            init = PlanarFlow(dim, flow_length)  # the per-target flow's initialization
             bias = torch.cat([torch.zeros(2 * dim), init.w.reshape(-1), init.u.reshape(-1), init.b])
             self.head.bias.copy_(bias)
 
@@ -249,7 +250,7 @@ class AmortizedPlanarFlow(nn.Module):
         condition = _as_condition(condition, self.condition_dim)
         out = self.head(self.body(self.featurize(condition)))
         mu, log_sigma, flat = torch.split(out, [self.dim, self.dim, out.shape[-1] - 2 * self.dim], -1)
-        w, u, b = split_planar_params(flat, self.dim, self.num_layers)
+        w, u, b = split_planar_params(flat, self.dim, self.flow_length)
         return FlowParams(mu, log_sigma, w, u, b)
 
     def rsample(self, condition: Tensor, num_samples: int,
@@ -276,7 +277,7 @@ class AmortizedPlanarFlow(nn.Module):
         log_sigma = params.log_sigma.unsqueeze(1)  # (B, 1, D), broadcast over the n samples
         z_0 = params.mu.unsqueeze(1) + torch.exp(log_sigma) * eps
         log_q0 = gaussian_log_prob(eps, log_sigma)
-        if self.num_layers == 0:
+        if self.flow_length == 0:
             return z_0, log_q0
         z_k, sum_log_det = planar_flow(z_0, params.w.unsqueeze(1), params.u.unsqueeze(1),
                                        params.b.unsqueeze(1))
@@ -320,13 +321,13 @@ class AmortizedPlanarFlow(nn.Module):
                                     device=self.head.weight.device).reshape(1, -1)
         with torch.no_grad():
             params = self.flow_params(condition)
-        flow = NormalizingFlow(self.dim, PlanarFlow(self.dim, self.num_layers)
-                               if self.num_layers > 0 else None)
+        flow = NormalizingFlow(self.dim, PlanarFlow(self.dim, self.flow_length)
+                               if self.flow_length > 0 else None)
         flow = flow.to(device=params.mu.device, dtype=params.mu.dtype)
         with torch.no_grad():
             flow.mu.copy_(params.mu[0])
             flow.log_sigma.copy_(params.log_sigma[0])
-            if self.num_layers > 0:
+            if self.flow_length > 0:
                 flow.flow.w.copy_(params.w[0])
                 flow.flow.u.copy_(params.u[0])
                 flow.flow.b.copy_(params.b[0])
@@ -336,61 +337,70 @@ class AmortizedPlanarFlow(nn.Module):
 # --------------------------------------------------------------------------- training
 
 
-def lr_schedule(optimizer: torch.optim.Optimizer, num_steps: int, kind: str = "cosine",
-                warmup_fraction: float = 0.05, final_fraction: float = 0.01
-                ) -> torch.optim.lr_scheduler.LRScheduler:
-    """A learning-rate schedule, stepped once per optimizer step.
+#: The learning-rate schedules of ``fit_amortized``, as multipliers of the peak lr.
+SCHEDULES = ("cosine", "constant")
 
-    * ``"cosine"``: linear warm-up from 0 over ``warmup_fraction`` of the steps, then a
-      cosine decay lr_t = lr [f + (1 - f)(1 + cos(pi s)) / 2], s in [0, 1] the fraction of the
-      decay done and f = ``final_fraction``.
-    * ``"onecycle"``: ``torch.optim.lr_scheduler.OneCycleLR`` (peak at the optimizer's lr).
-    * ``"constant"``: lr throughout (what ``training.fit_flow`` does).
 
-    Warm-up keeps the first steps, whose gradients are the largest, small; the decay lets
-    the parameters settle instead of rattling around at a fixed step size.
+def schedule_factor(schedule: str, num_steps: int, warmup_fraction: float = 0.05,
+                    final_fraction: float = 0.01) -> Callable[[int], float]:
+    """The multiplier of the peak learning rate at step t, for ``fit_amortized``.
+
+    * ``"cosine"``: ``training.warmup_cosine`` with a linear warm-up over ``warmup_fraction``
+      of the steps, then a cosine decay to ``final_fraction`` of the peak:
+      m(t) = f + (1 - f)(1 + cos(pi s)) / 2, s in [0, 1] the fraction of the decay done.
+    * ``"constant"``: 1 throughout (what ``training.fit_flow`` does).
+
+    Warm-up keeps the first steps, whose gradients are the largest, small; the decay lets the
+    parameters settle instead of rattling around at a fixed step size.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    if kind == "onecycle":
-        max_lr = [group["lr"] for group in optimizer.param_groups]
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=num_steps)
-    if kind == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    if kind != "cosine":
-        raise ValueError(f"kind must be 'cosine', 'onecycle' or 'constant', got {kind!r}")
-    warmup = max(1, int(round(warmup_fraction * num_steps)))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        done = min(1.0, (step - warmup) / max(1, num_steps - warmup))
-        return final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * done))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if schedule == "constant":
+        return lambda step: 1.0
+    if schedule != "cosine":
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    warmup = min(max(1, int(round(warmup_fraction * num_steps))), num_steps - 1)
+    return lambda step: warmup_cosine(step, num_steps, warmup, final_fraction)
 
 
-#: What a checkpoint of ``fit_amortized`` holds (checked by ``training.load_checkpoint``).
-CHECKPOINT_KEYS = ("run_config", "model", "optimizer", "scheduler", "history", "step")
+#: What a checkpoint of ``fit_amortized`` holds (checked by ``checkpoints.load_checkpoint``).
+CHECKPOINT_KEYS = ("run_config", "model", "optimizer", "history", "step")
 
 
-@dataclass
-class AmortizedHistory:
-    """What ``fit_amortized`` records every ``log_every`` steps: the free energy F averaged
-    over the step's conditions and samples (Eq. 15), KL = F + log Z when log Z is given, the
-    learning rate; plus wall time and the step training resumed from (0 for a fresh run)."""
+def _checked_run_config(state: dict, path: str | os.PathLike) -> dict:
+    """The checkpoint's run configuration; a clear error for a file with the old key name."""
+    run_config = state["run_config"]
+    if "num_layers" in run_config.get("model", {}):
+        raise unconverted_checkpoint(path, "run_config['model'] names the flow length "
+                                           "'num_layers' instead of 'flow_length'")
+    return run_config
 
-    steps: list[int] = field(default_factory=list)
-    free_energy: list[float] = field(default_factory=list)
-    kl: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-    resumed_from: int = 0
+
+def load_amortized(path: str | os.PathLike, device: str | torch.device | None = None
+                   ) -> tuple[AmortizedPlanarFlow, dict]:
+    """Rebuild the amortizer saved by ``fit_amortized`` at ``path``.
+
+    Returns:
+        (model, checkpoint dict) with the model in eval mode on ``device`` (default CPU); the
+        dict's ``"history"`` reads back with ``training.History.from_dict``.
+
+    Raises:
+        FileNotFoundError, CheckpointError: see ``checkpoints.load_checkpoint``; also a
+            CheckpointError when the weights do not match the configuration, or when the file
+            uses old key names (convert it once with tools/convert_checkpoints.py).
+    """
+    state = load_checkpoint(path, required=CHECKPOINT_KEYS)
+    model = AmortizedPlanarFlow(**_checked_run_config(state, path)["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise CheckpointError(f"checkpoint {path} does not match its run_config: {error}") from error
+    return model.to(device or "cpu").eval(), state
 
 
 def fit_amortized(
     model: AmortizedPlanarFlow,
-    energy: Energy,
+    energy: ConditionalEnergy,
     sample_conditions: Callable[[int, torch.Generator | None], Tensor],
     num_steps: int = 10_000,
     conditions_per_step: int = 32,
@@ -402,167 +412,112 @@ def fit_amortized(
     log_every: int = 100,
     progress: bool = False,
     generator: torch.Generator | None = None,
-    checkpoint_path: str | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
     checkpoint_every: int = 1000,
-) -> AmortizedHistory:
+) -> History:
     """Train an amortizer by the free energy averaged over random conditions (Eq. 15):
 
         F(phi) = (1 / B n) sum_b sum_i [log q_phi(z_bi | c_b) + U(z_bi; c_b)],
         c_b ~ p(c), z_bi ~ q_phi(. | c_b),
 
-    with Adam and a learning-rate schedule (``lr_schedule``). For each c, E_q[log q + U] =
-    KL(q(.|c) || p(.|c)) - log Z(c), so F + E_c[log Z(c)] is the mean KL in nats.
+    with Adam and a learning-rate schedule (``schedule_factor``), in the series' one loop
+    (``training.run_steps``). For each c, E_q[log q + U] = KL(q(.|c) || p(.|c)) - log Z(c), so
+    F + E_c[log Z(c)] is the mean KL in nats.
 
     Args:
         model: the ``AmortizedPlanarFlow`` (trained in place).
         energy: U(z; c), (B, n, D) and (B, C) -> (B, n) (e.g. ``ring_energy``).
         sample_conditions: (B, generator) -> fresh conditions (B, C) each step.
         num_steps: optimizer steps. conditions_per_step: B. samples_per_condition: n.
-        lr: peak learning rate. schedule: "cosine", "onecycle" or "constant".
+        lr: peak learning rate. schedule: "cosine" or "constant".
         log_Z: log Z, a float or a function of the conditions (B, C) -> (B,); when given,
             the history holds KL in nats.
         clip_grad_norm: clip the gradient's norm (None: no clipping).
         log_every: record every this many steps (and the last step).
         progress: show a tqdm bar.
         generator: random numbers of conditions and samples (reproducible runs).
-        checkpoint_path: when given, model, optimizer, schedule, generator state and history
-            are written there (``training.save_checkpoint``: atomic, with a checksum) every
+        checkpoint_path: when given, model, optimizer, generator state and history are
+            written there (``checkpoints.save_checkpoint``: atomic, with a checksum) every
             ``checkpoint_every`` steps and at the end; a run that finds a checkpoint there
             resumes from it (or loads it, when finished). It must have been made with the same
             configuration (model, num_steps, conditions_per_step, samples_per_condition, lr,
             schedule).
 
     Returns:
-        ``AmortizedHistory``.
+        ``training.History`` with ``steps``, ``free_energy``, ``lr``, ``kl`` (with ``log_Z``),
+        ``seconds``, ``resumed_from`` ([s] after a resume from step s) and ``finished``.
 
     Raises:
         NonFiniteLossError: if a loss is NaN or infinite (training stops; see
             ``training.check_finite_loss``).
-        ValueError: a count below 1, an unwritable ``checkpoint_path``, or a checkpoint there
-            made with another configuration.
-        training.CheckpointError: the checkpoint is truncated or corrupt.
+        ValueError: a count below 1, an unknown schedule, an unwritable ``checkpoint_path``,
+            or a checkpoint there made with another configuration.
+        CheckpointError: the checkpoint is truncated, corrupt or uses old key names.
     """
-    _check_positive(num_steps=num_steps, conditions_per_step=conditions_per_step,
-                    samples_per_condition=samples_per_condition, log_every=log_every,
-                    checkpoint_every=checkpoint_every)
+    check_positive(num_steps=num_steps, conditions_per_step=conditions_per_step,
+                   samples_per_condition=samples_per_condition, log_every=log_every,
+                   checkpoint_every=checkpoint_every)
+    lr_factor = schedule_factor(schedule, num_steps)
     if checkpoint_path is not None:
-        _check_writable(checkpoint_path)
+        check_writable(checkpoint_path)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    scheduler = lr_schedule(optimizer, num_steps, schedule)
-    history = AmortizedHistory()
-    run_config = dict(model=model.config, num_steps=num_steps, conditions_per_step=conditions_per_step,
+    history = History()
+    run_config = dict(model=dict(model.config), num_steps=num_steps,
+                      conditions_per_step=conditions_per_step,
                       samples_per_condition=samples_per_condition, lr=lr, schedule=schedule)
     start_step = 0
     if checkpoint_path is not None and os.path.exists(checkpoint_path):
         state = load_checkpoint(checkpoint_path, required=CHECKPOINT_KEYS)
-        if state["run_config"] != _plain(run_config):
-            saved = state["run_config"]
+        saved = _checked_run_config(state, checkpoint_path)
+        if saved != run_config:
             differing = sorted(key for key in set(saved) | set(run_config)
-                               if saved.get(key) != _plain(run_config).get(key))
+                               if saved.get(key) != run_config.get(key))
             raise ValueError(
                 f"checkpoint {checkpoint_path} was made with another configuration (differs in "
                 f"{differing}: expected {[saved.get(key) for key in differing]}, received "
-                f"{[_plain(run_config).get(key) for key in differing]}); delete it to train "
+                f"{[run_config.get(key) for key in differing]}); delete it to train "
                 "anew, or pass another checkpoint_path"
             )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         if generator is not None and state.get("generator") is not None:
             generator.set_state(state["generator"])
-        history = AmortizedHistory(**state["history"])
+        history = History.from_dict(state["history"])
         start_step = int(state["step"])
-        history.resumed_from = start_step
-    steps = range(start_step, num_steps)
-    if progress:
-        from tqdm.auto import tqdm
+        history.resumed_from.append(start_step)
 
-        steps = tqdm(steps, desc="amortized fit", leave=False, initial=start_step, total=num_steps)
-    start = time.perf_counter() - history.seconds
-    for step in steps:
+    drawn = {}  # the conditions of the current step, for the record
+
+    def step_loss(step: int) -> Tensor:
         condition = sample_conditions(conditions_per_step, generator)
         z_k, log_q = model.rsample(condition, samples_per_condition, generator=generator)
-        loss = (log_q + energy(z_k, condition)).mean()
-        check_finite_loss(loss.detach(), step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-        current_lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
-        last = step == num_steps - 1
-        if step % log_every == 0 or last:
-            value = float(loss.detach())
+        drawn["condition"] = condition
+        return (log_q + energy(z_k, condition)).mean()
+
+    def record(step: int, loss: Tensor, grad_norm: float | None) -> None:
+        if step % log_every == 0 or step == num_steps - 1:
+            value = float(loss)
             history.steps.append(step)
             history.free_energy.append(value)
-            history.lr.append(current_lr)
+            history.lr.append(optimizer.param_groups[0]["lr"])
             if log_Z is not None:
                 mean_log_Z = (float(log_Z) if isinstance(log_Z, (int, float))
-                              else float(log_Z(condition).mean()))
+                              else float(log_Z(drawn["condition"]).mean()))
                 history.kl.append(value + mean_log_Z)
-        if checkpoint_path is not None and ((step + 1) % checkpoint_every == 0 or last):
-            history.seconds = time.perf_counter() - start
-            save_checkpoint(
-                {
-                    "run_config": _plain(run_config),
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "generator": None if generator is None else generator.get_state(),
-                    "history": asdict(history),
-                    "step": step + 1,
-                },
-                checkpoint_path,
-            )
-    history.seconds = time.perf_counter() - start
-    return history
 
+    def save(done: int) -> None:
+        if checkpoint_path is None:
+            return
+        save_checkpoint({
+            "run_config": run_config,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generator": None if generator is None else generator.get_state(),
+            "history": history.as_dict(),
+            "step": done,
+        }, checkpoint_path)
 
-def _plain(config: dict) -> dict:
-    """A config as plain Python values (what a weights_only checkpoint stores)."""
-    return {k: (_plain(v) if isinstance(v, dict) else v) for k, v in config.items()}
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-def monte_carlo_kl(log_q: Tensor, energies: Tensor, log_Z: Tensor | float) -> tuple[Tensor, Tensor]:
-    """KL(q || p) = E_q[log q + U] + log Z in nats (Eq. 15 + quadrature), with its standard
-    error, over the last axis.
-
-    Args:
-        log_q, energies: shape (..., n), for samples z ~ q.
-        log_Z: log Z, a float or shape (...).
-
-    Returns:
-        (kl, standard_error), each of shape (...): the sample mean of log q + U + log Z and
-        its standard deviation / sqrt(n).
-    """
-    if log_q.shape != energies.shape:
-        raise ValueError(
-            f"log_q and energies must have the same shape (..., n); received "
-            f"{tuple(log_q.shape)} and {tuple(energies.shape)}"
-        )
-    terms = log_q + energies
-    num = terms.shape[-1]
-    return terms.mean(-1) + log_Z, terms.std(-1) / math.sqrt(num)
-
-
-def kl_per_condition(model: AmortizedPlanarFlow, energy: Energy, condition: Tensor,
-                     log_Z: Tensor | float, num_samples: int = 20_000,
-                     generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """KL(q_phi(.|c) || p(.|c)) in nats for each condition, by Monte Carlo.
-
-    Args:
-        model: the amortizer. energy: U(z; c). condition: (B, C).
-        log_Z: log Z(c), a float or shape (B,).
-        num_samples: samples per condition.
-
-    Returns:
-        (kl, standard_error), each of shape (B,).
-    """
-    with torch.no_grad():
-        condition = _as_condition(condition, model.condition_dim)
-        z_k, log_q = model.rsample(condition, num_samples, generator=generator)
-        return monte_carlo_kl(log_q, energy(z_k, condition), log_Z)
+    return run_steps(model, optimizer, step_loss, history, num_steps, lr, start_step=start_step,
+                     lr_factor=lr_factor, max_grad_norm=clip_grad_norm, after_step=record,
+                     save=save, checkpoint_every=checkpoint_every, progress=progress,
+                     desc="amortized fit")

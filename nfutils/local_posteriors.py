@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from .flows import planar_flow
-from .training import make_optimizer, warmup_cosine
+from .training import History, make_optimizer, run_steps, warmup_cosine
 from .vae import LOG_2PI, VAE, identity_planar_params
 
 __all__ = ["LocalFlowPosterior", "fit_local_posteriors", "local_elbo", "local_log_likelihood"]
@@ -136,7 +136,8 @@ def fit_local_posteriors(
     with ``flow_start="encoder"`` at the encoder's own flow for x, so that the fit starts at
     the encoder's q_K(.|x) exactly), then runs ``num_steps`` Adam steps on -sum_i ELBO(x_i) with ``num_samples`` samples per
     image and step, the learning rate warmed up over ``warmup_steps`` and decayed to 0 by a
-    cosine (``training.warmup_cosine``). The decoder's weights are not changed.
+    cosine (``training.warmup_cosine``), in the series' one loop (``training.run_steps``, which
+    stops with ``NonFiniteLossError`` on a NaN bound). The decoder's weights are not changed.
 
     Args:
         decoder_model: a trained ``VAE`` (its decoder and prior define p(x, z)).
@@ -173,25 +174,18 @@ def fit_local_posteriors(
     q = LocalFlowPosterior(mu, log_sigma, flow_length, generator=generator,
                            standardized=standardized, flow_params=start).to(device)
     optimizer = make_optimizer(q.parameters(), "adam", lr)
+    warmup = min(warmup_steps, num_steps - 1)
+
+    def step_loss(step: int) -> Tensor:
+        return -_log_weights(decoder_model, q, x, num_samples, generator).mean(0).sum()
+
     trainable = [p for p in decoder_model.parameters() if p.requires_grad]
     for parameter in trainable:  # the decoder stays fixed (and no gradients are computed for it)
         parameter.requires_grad_(False)
-    steps = range(num_steps)
-    if progress:
-        from tqdm.auto import tqdm
-
-        steps = tqdm(steps, desc=f"K={flow_length}", leave=False)
     try:
-        for step in steps:
-            for group in optimizer.param_groups:
-                group["lr"] = lr * warmup_cosine(step, num_steps, min(warmup_steps, num_steps - 1))
-            loss = -_log_weights(decoder_model, q, x, num_samples, generator).mean(0).sum()
-            if not bool(torch.isfinite(loss)):
-                raise FloatingPointError(f"the bound became {float(loss)} at step {step}; "
-                                         "lower lr or raise num_samples")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        run_steps(q, optimizer, step_loss, History(), num_steps, lr,
+                  lr_factor=lambda step: warmup_cosine(step, num_steps, warmup),
+                  progress=progress, desc=f"K={flow_length}")
     finally:
         for parameter in trainable:
             parameter.requires_grad_(True)

@@ -68,10 +68,9 @@ __all__ = [
     "VAE",
     "BoundTerms",
     "bound",
-    "annealed_loss",
     "log_likelihood",
     "build_vae",
-    "complete_config",
+    "CONFIG_KEYS",
     "log_q_at",
     "GridPosterior",
     "grid_posterior",
@@ -323,26 +322,25 @@ class VAE(nn.Module):
         return self.log_prob_x_given_z(x, z_k), self.log_prior(z_k), log_q
 
 
+#: The keys of ``VAE.config``: the constructor's arguments.
+CONFIG_KEYS = ("latent_dim", "flow_length", "hidden", "num_hidden_layers", "activation",
+               "maxout_window", "data_dim", "standardized_flow")
+
+
 def build_vae(config: dict[str, Any]) -> VAE:
     """Rebuild a ``VAE`` from its ``config`` dict (as saved in a checkpoint).
 
+    Every key of ``CONFIG_KEYS`` must be present: a missing ``standardized_flow`` filled in with
+    the constructor's default would silently build a different model from the one saved.
+
     Raises:
-        ValueError: on unknown keys (names the expected ones).
+        ValueError: on missing or unknown keys (names the expected ones).
     """
-    allowed = {"latent_dim", "flow_length", "hidden", "num_hidden_layers", "activation",
-               "maxout_window", "data_dim", "standardized_flow"}
-    unknown = set(config) - allowed
-    if unknown:
-        raise ValueError(f"unknown VAE config keys {sorted(unknown)}; expected a subset of "
-                         f"{sorted(allowed)}")
-    return VAE(**complete_config(config))
-
-
-def complete_config(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` with the keys that older checkpoints lack filled in: checkpoints written before
-    ``standardized_flow`` existed (Part 4's sweep) used the paper's order,
-    z_K = flow(mu + sigma * eps), so a config without the key means False."""
-    return {"standardized_flow": False, **config}
+    missing, unknown = set(CONFIG_KEYS) - set(config), set(config) - set(CONFIG_KEYS)
+    if missing or unknown:
+        raise ValueError(f"a VAE config needs exactly the keys {list(CONFIG_KEYS)}; missing "
+                         f"{sorted(missing)}, unknown {sorted(unknown)}")
+    return VAE(**config)
 
 
 # --------------------------------------------------------------------------- the bound
@@ -396,12 +394,6 @@ def bound(
     else:
         loss = (log_q - beta * (log_px_z + log_pz)).mean()
     return BoundTerms(elbo=elbo, reconstruction=reconstruction, kl=kl, loss=loss)
-
-
-def annealed_loss(model: VAE, x: Tensor, beta: float, num_samples: int = 1,
-                  generator: torch.Generator | None = None) -> Tensor:
-    """E[log q_K(z_K|x) - beta (log p(x|z_K) + log p(z_K))], averaged over the batch (Sec. 6.2)."""
-    return bound(model, x, num_samples, beta, generator).loss
 
 
 # --------------------------------------------------------------------------- log-likelihood

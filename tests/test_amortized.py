@@ -13,12 +13,13 @@ from nfutils.amortized import (
     angle_features,
     angle_radius_features,
     fit_amortized,
-    kl_per_condition,
-    lr_schedule,
-    monte_carlo_kl,
+    load_amortized,
     raw_angle_features,
     ring_energy,
+    schedule_factor,
 )
+from nfutils.checkpoints import CheckpointError
+from nfutils.kl import conditional_kl, monte_carlo_kl
 from nfutils.flows import constrain_u, planar_transform
 from nfutils.potentials import U1, density_grid, rotated_U1
 from nfutils.training import NonFiniteLossError
@@ -36,7 +37,7 @@ def scrambled(model: AmortizedPlanarFlow, scale: float = 0.5) -> AmortizedPlanar
 
 
 def test_shapes():
-    model = AmortizedPlanarFlow(dim=2, num_layers=5)
+    model = AmortizedPlanarFlow(dim=2, flow_length=5)
     theta = torch.linspace(-3, 3, 7)
     params = model.flow_params(theta)
     assert params.mu.shape == (7, 2) and params.log_sigma.shape == (7, 2)
@@ -48,14 +49,14 @@ def test_shapes():
     assert raw_angle_features(theta).shape == (7, 1)
     two = torch.stack([theta, torch.full_like(theta, 2.5)], -1)
     assert angle_radius_features(two).shape == (7, 3)
-    model_r = AmortizedPlanarFlow(dim=2, num_layers=3, features="angle_radius")
+    model_r = AmortizedPlanarFlow(dim=2, flow_length=3, features="angle_radius")
     assert model_r.rsample(two, 4)[0].shape == (7, 4, 2)
     assert ring_energy(z_k, theta.unsqueeze(-1)).shape == (7, 11)
 
 
 def test_log_q_equals_per_target_flow_with_the_same_parameters():
     torch.manual_seed(1)
-    model = scrambled(AmortizedPlanarFlow(dim=2, num_layers=6).double())
+    model = scrambled(AmortizedPlanarFlow(dim=2, flow_length=6).double())
     theta = torch.tensor([0.7], dtype=torch.float64)
     z_k, log_q = model.rsample(theta, 50, generator=torch.Generator().manual_seed(3))
 
@@ -81,7 +82,7 @@ def test_log_q_equals_per_target_flow_with_the_same_parameters():
 
 def test_exact_log_prob_inverts_the_samples():
     torch.manual_seed(2)
-    model = scrambled(AmortizedPlanarFlow(dim=2, num_layers=8).double())
+    model = scrambled(AmortizedPlanarFlow(dim=2, flow_length=8).double())
     theta = torch.tensor([-2.0, 0.1, 3.0], dtype=torch.float64)
     with torch.no_grad():
         z_k, log_q = model.rsample(theta, 40)
@@ -93,7 +94,7 @@ def test_exact_log_prob_inverts_the_samples():
 
 def test_exact_density_integrates_to_one():
     torch.manual_seed(3)
-    model = scrambled(AmortizedPlanarFlow(dim=2, num_layers=4).double(), scale=0.4)
+    model = scrambled(AmortizedPlanarFlow(dim=2, flow_length=4).double(), scale=0.4)
     theta = torch.tensor([-1.0, 2.5], dtype=torch.float64)
     points, cell_area = density_grid(extent=9.0, resolution=300)
     with torch.no_grad():
@@ -104,7 +105,7 @@ def test_exact_density_integrates_to_one():
 
 
 def test_angle_features_are_periodic_raw_angle_is_not():
-    model = AmortizedPlanarFlow(dim=2, num_layers=3)
+    model = AmortizedPlanarFlow(dim=2, flow_length=3)
     ends = torch.tensor([-math.pi, math.pi])
     params = model.flow_params(ends)
     for tensor in params:
@@ -138,13 +139,13 @@ def uniform_angles(num, generator):
 
 
 def test_monte_carlo_kl_is_zero_when_q_is_the_target():
-    model = AmortizedPlanarFlow(dim=2, num_layers=0)
+    model = AmortizedPlanarFlow(dim=2, flow_length=0)
     with torch.no_grad():
         model.head.weight.zero_()
         model.head.bias.zero_()  # q = N(0, I) for every condition
     theta = torch.zeros(4, 1)
     energy = lambda z, c: 0.5 * (z ** 2).sum(-1)  # noqa: E731
-    kl, stderr = kl_per_condition(model, energy, theta, math.log(2 * math.pi), num_samples=500)
+    kl, stderr = conditional_kl(model, energy, theta, math.log(2 * math.pi), num_samples=500)
     assert torch.allclose(kl, torch.zeros(4), atol=1e-5) and float(stderr.max()) < 1e-5
     # and a hand-made case: log q + U = [1, 3] -> mean 2, std sqrt(2), stderr 1
     kl, stderr = monte_carlo_kl(torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 2.0]]), 0.5)
@@ -153,13 +154,13 @@ def test_monte_carlo_kl_is_zero_when_q_is_the_target():
 
 def test_fit_amortized_learns_a_conditional_gaussian():
     torch.manual_seed(0)
-    model = AmortizedPlanarFlow(dim=2, num_layers=0, hidden=32)
+    model = AmortizedPlanarFlow(dim=2, flow_length=0, hidden=32)
     history = fit_amortized(model, gaussian_family, uniform_angles, num_steps=400,
                             conditions_per_step=16, samples_per_condition=32, lr=1e-2,
                             log_Z=math.log(2 * math.pi), log_every=50,
                             generator=torch.Generator().manual_seed(0))
     theta = torch.linspace(-math.pi, math.pi, 9)[:-1]
-    kl, _ = kl_per_condition(model, gaussian_family, theta, math.log(2 * math.pi), 4000)
+    kl, _ = conditional_kl(model, gaussian_family, theta, math.log(2 * math.pi), 4000)
     # KL of N(m', diag s^2) to N(m, I) in closed form, independent of the Monte-Carlo estimate
     params = model.flow_params(theta)
     sigma_sq = (2 * params.log_sigma).exp()
@@ -173,7 +174,7 @@ def test_fit_amortized_learns_a_conditional_gaussian():
 
 
 def test_fit_amortized_stops_on_nan():
-    model = AmortizedPlanarFlow(dim=2, num_layers=2)
+    model = AmortizedPlanarFlow(dim=2, flow_length=2)
     nan_energy = lambda z, c: z.sum(-1) * float("nan")  # noqa: E731
     with pytest.raises(NonFiniteLossError, match="step 0"):
         fit_amortized(model, nan_energy, uniform_angles, num_steps=5)
@@ -184,7 +185,7 @@ def test_interrupted_training_resumes_from_the_checkpoint(tmp_path):
                   log_every=1, checkpoint_every=10)
 
     torch.manual_seed(0)
-    reference = AmortizedPlanarFlow(dim=2, num_layers=2, hidden=8)
+    reference = AmortizedPlanarFlow(dim=2, flow_length=2, hidden=8)
     fit_amortized(reference, gaussian_family, uniform_angles,
                   generator=torch.Generator().manual_seed(5), **kwargs)
 
@@ -198,61 +199,67 @@ def test_interrupted_training_resumes_from_the_checkpoint(tmp_path):
 
     path = str(tmp_path / "amortizer.pt")
     torch.manual_seed(0)
-    interrupted = AmortizedPlanarFlow(dim=2, num_layers=2, hidden=8)
+    interrupted = AmortizedPlanarFlow(dim=2, flow_length=2, hidden=8)
     with pytest.raises(KeyboardInterrupt):
         fit_amortized(interrupted, failing_energy, uniform_angles, checkpoint_path=path,
                       generator=torch.Generator().manual_seed(5), **kwargs)
 
     torch.manual_seed(123)  # a different initialization: the checkpoint must overwrite it
-    resumed = AmortizedPlanarFlow(dim=2, num_layers=2, hidden=8)
+    resumed = AmortizedPlanarFlow(dim=2, flow_length=2, hidden=8)
     history = fit_amortized(resumed, gaussian_family, uniform_angles, checkpoint_path=path,
                             generator=torch.Generator().manual_seed(999), **kwargs)
-    assert history.resumed_from == 10 and history.steps == list(range(20))
+    assert history.resumed_from == [10] and history.steps == list(range(20))
     for name, value in reference.state_dict().items():
         assert torch.allclose(value, resumed.state_dict()[name], atol=1e-6), name
 
     # a finished checkpoint is loaded without training (load-or-train)
-    again = AmortizedPlanarFlow(dim=2, num_layers=2, hidden=8)
+    again = AmortizedPlanarFlow(dim=2, flow_length=2, hidden=8)
     history = fit_amortized(again, gaussian_family, uniform_angles, checkpoint_path=path, **kwargs)
-    assert history.resumed_from == 20
+    assert history.resumed_from == [10, 20] and history.finished  # every resume, in order
     assert torch.allclose(again.head.bias, reference.head.bias, atol=1e-6)
+    loaded, state = load_amortized(path)
+    assert loaded.config == reference.config and state["step"] == 20
+    assert torch.equal(loaded.head.bias, again.head.bias)
     # a checkpoint of a different configuration is refused, not silently trained over
     before = open(path, "rb").read()
     with pytest.raises(ValueError, match=r"another configuration \(differs in \['num_steps'\]"):
-        fit_amortized(AmortizedPlanarFlow(dim=2, num_layers=2, hidden=8), gaussian_family,
+        fit_amortized(AmortizedPlanarFlow(dim=2, flow_length=2, hidden=8), gaussian_family,
                       uniform_angles, checkpoint_path=path, **{**kwargs, "num_steps": 3})
     assert open(path, "rb").read() == before
     assert sorted(os.listdir(tmp_path)) == ["amortizer.pt"]  # no temp files left behind
 
 
 def test_cosine_schedule_matches_its_formula():
-    param = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([param], lr=2.0)
-    scheduler = lr_schedule(optimizer, 100, "cosine", warmup_fraction=0.1, final_fraction=0.01)
-    lrs = []
-    for _ in range(100):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    assert lrs[0] == pytest.approx(0.2) and lrs[9] == pytest.approx(2.0)
+    factor = schedule_factor("cosine", 100, warmup_fraction=0.1, final_fraction=0.01)
+    values = [factor(t) for t in range(100)]
+    assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
     # half-way through the decay (step 10 + 45): f + (1 - f)/2
-    assert lrs[55] == pytest.approx(2.0 * (0.01 + 0.99 * 0.5))
-    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
-    assert lrs[-1] < 0.05
-    onecycle = lr_schedule(torch.optim.Adam([param], lr=1e-3), 50, "onecycle")
-    assert isinstance(onecycle, torch.optim.lr_scheduler.OneCycleLR)
+    assert values[55] == pytest.approx(0.01 + 0.99 * 0.5)
+    assert values[99] == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 89 / 90)))
+    assert all(a >= b for a, b in zip(values[9:], values[10:]))
+    assert schedule_factor("constant", 10)(7) == 1.0
+    assert schedule_factor("cosine", 1)(0) == 1.0  # one step: no room for a warm-up
     with pytest.raises(ValueError, match="cosine"):
-        lr_schedule(optimizer, 10, "linear")
+        schedule_factor("linear", 10)
+
+
+def test_the_learning_rate_of_each_step_is_recorded():
+    torch.manual_seed(0)
+    history = fit_amortized(AmortizedPlanarFlow(dim=2, flow_length=1, hidden=8), gaussian_family,
+                            uniform_angles, num_steps=20, conditions_per_step=2,
+                            samples_per_condition=4, lr=0.5, log_every=1)
+    factor = schedule_factor("cosine", 20)
+    assert history.lr == pytest.approx([0.5 * factor(t) for t in range(20)])
 
 
 def test_bad_input_names_expected_shape():
-    model = AmortizedPlanarFlow(dim=2, num_layers=2)
+    model = AmortizedPlanarFlow(dim=2, flow_length=2)
     with pytest.raises(ValueError, match=r"\(B, 1\)"):
         model.rsample(torch.zeros(3, 2), 4)
     with pytest.raises(ValueError, match="NaN"):
         model.rsample(torch.tensor([float("nan")]), 4)
     with pytest.raises(ValueError, match=r"\(B, 2\)"):
-        AmortizedPlanarFlow(dim=2, num_layers=2, features="angle_radius").flow_params(torch.zeros(3))
+        AmortizedPlanarFlow(dim=2, flow_length=2, features="angle_radius").flow_params(torch.zeros(3))
     with pytest.raises(ValueError, match=r"\(B, m, 2\)"):
         model.log_prob(torch.zeros(3, 2), torch.zeros(3))
     with pytest.raises(ValueError, match=r"\(B, n, 2\)"):
@@ -263,18 +270,16 @@ def test_bad_input_names_expected_shape():
 
 
 def test_corrupt_or_foreign_checkpoint_gives_a_clear_error(tmp_path):
-    from nfutils.training import CheckpointError
-
     kwargs = dict(num_steps=2, conditions_per_step=2, samples_per_condition=4, log_every=1)
     path = tmp_path / "broken.pt"
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="broken.pt could not be read"):
-        fit_amortized(AmortizedPlanarFlow(dim=2, num_layers=2, hidden=8), gaussian_family,
+        fit_amortized(AmortizedPlanarFlow(dim=2, flow_length=2, hidden=8), gaussian_family,
                       uniform_angles, checkpoint_path=str(path), **kwargs)
     torch.save({"model": {}}, path)
     with pytest.raises(CheckpointError, match="expected a dict with keys"):
-        fit_amortized(AmortizedPlanarFlow(dim=2, num_layers=2, hidden=8), gaussian_family,
+        fit_amortized(AmortizedPlanarFlow(dim=2, flow_length=2, hidden=8), gaussian_family,
                       uniform_angles, checkpoint_path=str(path), **kwargs)
     with pytest.raises(ValueError, match="log_every must be an integer >= 1"):
-        fit_amortized(AmortizedPlanarFlow(dim=2, num_layers=2, hidden=8), gaussian_family,
+        fit_amortized(AmortizedPlanarFlow(dim=2, flow_length=2, hidden=8), gaussian_family,
                       uniform_angles, **{**kwargs, "log_every": 0})

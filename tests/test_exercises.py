@@ -63,12 +63,12 @@ def test_part2_two_lobes_solution_is_right(log_Z_U1):
 
 @pytest.mark.slow
 def test_part3_solutions_are_right():
-    from nfutils import training
+    from nfutils import vae_training
 
     part3 = _solution("03_vae_2d_latent")
     image = torch.bernoulli(torch.full((1, 784), 0.2), generator=torch.Generator().manual_seed(0))
-    model_k0, _ = training.load_vae(part3.CHECKPOINTS / "vae2d_K0.pt")
-    model_k16, _ = training.load_vae(part3.CHECKPOINTS / "vae2d_K16.pt")
+    model_k0, _ = vae_training.load_vae(part3.CHECKPOINTS / "vae2d_K0.pt")
+    model_k16, _ = vae_training.load_vae(part3.CHECKPOINTS / "vae2d_K16.pt")
     value = part3.my_closed_form_kl(model_k0, image)
     assert exercises.check_closed_form_kl(value, model_k0, image) is True
     assert exercises.check_closed_form_kl(value / 2, model_k0, image) is False

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from scripts import mnist40  # noqa: E402
 
-from nfutils import training, vae  # noqa: E402
+from nfutils import checkpoints, vae, vae_training  # noqa: E402
 
 TINY_SETTINGS = dict(test_images=12, elbo_samples=3, samples_paper=4, samples_paired=6,
                      paired_images=8, samples_subset=20, subset_images=5)
@@ -24,7 +24,7 @@ def tiny_checkpoint(tmp_path):
     torch.manual_seed(0)
     model = vae.VAE(latent_dim=3, flow_length=2, hidden=16, data_dim=784)
     path = tmp_path / "tiny.pt"
-    training.save_vae(model, path, dtype=torch.float16,
+    vae_training.save_vae(model, path, dtype=torch.float16,
                       budget={"updates": 600, "epochs": 1, "seconds": 36.0, "device": "cpu (test)"})
     return path
 
@@ -41,7 +41,7 @@ def test_evaluate_checkpoint_matches_the_estimators_called_directly(tiny_checkpo
     assert result["flow_length"] == 2 and result["budget"]["updates"] == 600
     assert [values[k].numel() for k in ("reconstruction", "kl", "log_px_paper", "log_px_paired",
                                         "log_px_subset")] == [12, 12, 12, 8, 5]
-    model, _ = training.load_vae(tiny_checkpoint)  # the same model and streams, by hand
+    model, _ = vae_training.load_vae(tiny_checkpoint)  # the same model and streams, by hand
     terms = vae.bound(model, images, 3, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(values["reconstruction"], terms.reconstruction.double())
     torch.testing.assert_close(values["kl"], terms.kl.double())
@@ -137,7 +137,7 @@ def test_a_continuation_stage_starts_from_the_committed_weights_and_keeps_every_
     for target in (1, 2):  # stage one, epoch by epoch as the sweep runs it
         mnist40.train_epoch(2, target, run_dir=run_dir, planned_epochs=2, warmup_steps=1,
                             train_images=train_images, test_images=test_images)
-    first = training.load_checkpoint(mnist40.checkpoint_path(2))
+    first = checkpoints.load_checkpoint(mnist40.checkpoint_path(2))
     assert first["budget"]["updates"] == 4 and first["schedule"]["lr_multiplier_next"] == 0.0
     # a later sitting: the full state is gone, only the committed float16 file is left
     for path in run_dir.iterdir():
@@ -146,7 +146,7 @@ def test_a_continuation_stage_starts_from_the_committed_weights_and_keeps_every_
                                   peak_lr=1e-4, warmup_steps=1, train_images=train_images,
                                   test_images=test_images)
     assert history.epochs == [1]
-    second = training.load_checkpoint(mnist40.checkpoint_path(2))
+    second = checkpoints.load_checkpoint(mnist40.checkpoint_path(2))
     assert len(second["stages"]) == 2 and second["stages"][0]["budget"]["updates"] == 4
     assert second["budget"]["updates"] == 6 and second["budget"]["epochs"] == 3
     assert second["history"]["epochs"] == [1, 2, 3]
@@ -155,7 +155,7 @@ def test_a_continuation_stage_starts_from_the_committed_weights_and_keeps_every_
     # resuming the continuation keeps the stages before it
     mnist40.train_epoch(2, 2, run_dir=run_dir, planned_epochs=3, extend=True, peak_lr=1e-4,
                         warmup_steps=1, train_images=train_images, test_images=test_images)
-    third = training.load_checkpoint(mnist40.checkpoint_path(2))
+    third = checkpoints.load_checkpoint(mnist40.checkpoint_path(2))
     assert len(third["stages"]) == 2 and third["history"]["epochs"] == [1, 2, 3, 4]
     assert third["budget"]["updates"] == 8
 

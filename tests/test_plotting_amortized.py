@@ -18,7 +18,7 @@ from nfutils.amortized import AmortizedPlanarFlow
 
 def standard_normal_amortizer() -> AmortizedPlanarFlow:
     """q(z | θ) = N(0, I) for every θ: no layers, a zero output layer."""
-    model = AmortizedPlanarFlow(dim=2, num_layers=0, hidden=4)
+    model = AmortizedPlanarFlow(dim=2, flow_length=0, hidden=4)
     with torch.no_grad():
         model.head.weight.zero_()
         model.head.bias.zero_()

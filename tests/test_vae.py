@@ -53,7 +53,7 @@ def test_shapes_and_gradients_of_the_bound(flow_length, activation):
         assert param.grad.abs().sum() > 0, f"no gradient reaches {name}"
 
 
-def test_bound_parts_and_annealed_loss_match_their_definitions():
+def test_bound_parts_and_annealed_training_loss_match_their_definitions():
     model = tiny_vae(2, dtype=torch.float64)
     x = binary_batch(6, torch.float64)
     beta = 0.25
@@ -134,8 +134,12 @@ def test_build_vae_round_trips_config():
     rebuilt = build_vae(model.config)
     assert rebuilt.config == model.config
     assert [p.shape for p in rebuilt.parameters()] == [p.shape for p in model.parameters()]
-    with pytest.raises(ValueError, match="unknown VAE config keys"):
+    with pytest.raises(ValueError, match=r"unknown \['width'\]"):
         build_vae({**model.config, "width": 3})
+    # a missing key is not filled in with the constructor's default (a different model)
+    incomplete = {k: v for k, v in model.config.items() if k != "standardized_flow"}
+    with pytest.raises(ValueError, match=r"missing \['standardized_flow'\]"):
+        build_vae(incomplete)
 
 
 def test_maxout_is_the_max_over_its_window():

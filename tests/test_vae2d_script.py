@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from scripts import vae2d  # noqa: E402
 
-from nfutils import inference_gaps, training, vae  # noqa: E402
+from nfutils import inference_gaps, vae, vae_training  # noqa: E402
 
 
 def test_train_model_uses_the_recipe_and_records_it(tmp_path, monkeypatch):
@@ -22,7 +22,7 @@ def test_train_model_uses_the_recipe_and_records_it(tmp_path, monkeypatch):
     out = tmp_path / "K2.pt"
     _, history = vae2d.train_model(2, num_epochs=2, progress=False, run_dir=tmp_path, out_path=out)
     assert history.finished and len(history.epochs) == 2
-    _, checkpoint = training.load_vae(out)
+    _, checkpoint = vae_training.load_vae(out)
     settings = checkpoint["settings"]
     assert settings["schedule"] == "warmup_cosine" and settings["total_steps"] == 4
     assert settings["anneal"] is False and settings["max_grad_norm"] == vae2d.MAX_GRAD_NORM
@@ -37,8 +37,8 @@ def test_saved_gaps_belong_to_their_checkpoints(tmp_path):
     for flow_length in (0, 2):
         model = vae.VAE(latent_dim=2, flow_length=flow_length, hidden=8, data_dim=20)
         paths[flow_length] = tmp_path / f"K{flow_length}.pt"
-        training.save_vae(model, paths[flow_length])
-    models = {k: training.load_vae(p)[0] for k, p in paths.items()}
+        vae_training.save_vae(model, paths[flow_length])
+    models = {k: vae_training.load_vae(p)[0] for k, p in paths.items()}
     x = (torch.rand(3, 20, generator=torch.Generator().manual_seed(1)) < 0.4).float()
     settings = dict(num_steps=3, num_samples=2, lr=1e-2, warmup_steps=1, elbo_samples=10,
                     grid_extent=6.0, grid_resolution=31)
@@ -52,5 +52,5 @@ def test_saved_gaps_belong_to_their_checkpoints(tmp_path):
         torch.testing.assert_close(loaded[k].amortization, results[k].amortization)
     table = vae2d.gap_table(loaded)
     assert table.count("| K = ") == 2 and "Paired, K = 2 minus K = 0" in table
-    training.save_vae(vae.VAE(latent_dim=2, flow_length=2, hidden=8, data_dim=20), paths[2])
+    vae_training.save_vae(vae.VAE(latent_dim=2, flow_length=2, hidden=8, data_dim=20), paths[2])
     assert vae2d.load_gaps(paths, out) is None  # a changed checkpoint invalidates the results

@@ -21,7 +21,7 @@ def _control(widget, description):
 
 def test_theta_slider_redraws_target_and_q():
     torch.manual_seed(0)
-    model = AmortizedPlanarFlow(dim=2, num_layers=2, hidden=8)
+    model = AmortizedPlanarFlow(dim=2, flow_length=2, hidden=8)
     slider = widgets.theta_slider(model, ring_energy, num_samples=2000, bins=30)
     first = slider.result
     assert isinstance(first, Figure) and first._suptitle.get_text() == "θ = 0°"
@@ -35,7 +35,7 @@ def test_theta_slider_redraws_target_and_q():
 
 
 def test_theta_slider_with_radius():
-    model = AmortizedPlanarFlow(dim=2, num_layers=1, hidden=8, features="angle_radius")
+    model = AmortizedPlanarFlow(dim=2, flow_length=1, hidden=8, features="angle_radius")
     with pytest.raises(ValueError, match="radius"):
         widgets.theta_slider(model, ring_energy)
     slider = widgets.theta_slider(model, ring_energy, radius=2.0, num_samples=500, bins=20)
