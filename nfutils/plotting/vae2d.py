@@ -230,8 +230,7 @@ def posterior_comparison_figure(images: Sequence, grids: Mapping[str, Sequence],
 
 def plot_learning_curves(ax: Axes, epochs, values, label: str, color=None,
                          linestyle: str = "-"):
-    """Mean over seeds with a min-max band (figure (d) of Part 3, as in the seeds' "Training
-    VAEs" figure).
+    """Mean over seeds with a min-max band (figure (d) of Part 3).
 
     Args:
         epochs: (E,). values: (n_seeds, E) bounds. label, color, linestyle: of the mean line.
