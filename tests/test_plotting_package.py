@@ -93,3 +93,19 @@ def test_posterior_pair_pixels_sit_on_the_grid_points_of_its_contours():
     np.testing.assert_allclose(pixel_z1, z1, atol=1e-12)
     np.testing.assert_allclose(pixel_z2, z2, atol=1e-12)
     assert len(ax_q.collections) > 0  # p's contour lines over q
+
+
+def test_pyproject_ships_the_plotting_subpackage():
+    """A non-editable install (the Colab setup cell) must contain nfutils.plotting: the package
+    list in pyproject.toml is a pattern that setuptools resolves to every subpackage."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    root = PACKAGE_DIR.parent.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    if "packages" in config and isinstance(config["packages"], list):
+        shipped = set(config["packages"])
+    else:
+        shipped = set(find_packages(root, include=config["packages"]["find"]["include"]))
+    assert {"nfutils", "nfutils.plotting"} <= shipped, shipped
