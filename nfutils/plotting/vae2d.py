@@ -76,6 +76,25 @@ def plot_latent_codes(ax: Axes, z, labels, extent=None, point_size: float = 1.5,
     return points
 
 
+def _lattice(extent, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """The z1 and z2 values of a grid of ``resolution`` points per side whose first and last
+    points lie on the edges of ``extent`` (``vae.grid_posterior``'s grid, ``decoded_manifold``'s
+    tiles)."""
+    xmin, xmax, ymin, ymax = square_extent(extent)
+    return np.linspace(xmin, xmax, resolution), np.linspace(ymin, ymax, resolution)
+
+
+def _pixel_box(extent, resolution: int) -> tuple[float, float, float, float]:
+    """The box an image of a density on ``_lattice(extent, resolution)`` covers: the extent
+    widened by half a cell on every side, so that each pixel is centred on its grid point (and
+    contour lines drawn at the grid points sit on the image)."""
+    xmin, xmax, ymin, ymax = square_extent(extent)
+    if resolution < 2:
+        return (xmin, xmax, ymin, ymax)
+    half_x, half_y = 0.5 * (xmax - xmin) / (resolution - 1), 0.5 * (ymax - ymin) / (resolution - 1)
+    return (xmin - half_x, xmax + half_x, ymin - half_y, ymax + half_y)
+
+
 def decoded_manifold(model, num_per_side: int = 20, extent=3.0, image_side: int = 28) -> np.ndarray:
     """The decoder's mean image E[x|z] = sigmoid(logits) on a regular grid of the latent plane.
 
@@ -89,10 +108,8 @@ def decoded_manifold(model, num_per_side: int = 20, extent=3.0, image_side: int 
     """
     if getattr(model, "latent_dim", None) != 2:
         raise ValueError("decoded_manifold needs a model with a 2-D latent")
-    xmin, xmax, ymin, ymax = square_extent(extent)
-    z1 = torch.linspace(xmin, xmax, num_per_side)
-    z2 = torch.linspace(ymax, ymin, num_per_side)  # top row = largest z2
-    rows, cols = torch.meshgrid(z2, z1, indexing="ij")
+    z1, z2 = (torch.as_tensor(values, dtype=torch.float32) for values in _lattice(extent, num_per_side))
+    rows, cols = torch.meshgrid(z2.flip(0), z1, indexing="ij")  # top row = largest z2
     z = torch.stack([cols, rows], -1).reshape(-1, 2)
     device = next(model.parameters()).device
     with torch.no_grad():
@@ -101,31 +118,21 @@ def decoded_manifold(model, num_per_side: int = 20, extent=3.0, image_side: int 
     return as_numpy(tiles.permute(0, 2, 1, 3).reshape(num_per_side * image_side, -1))
 
 
-def plot_manifold(ax: Axes, image, extent=3.0, title: str | None = None):
-    """Draw ``decoded_manifold``'s image with the latent coordinates on the axes."""
+def plot_manifold(ax: Axes, image, extent=3.0, title: str | None = None, image_side: int = 28):
+    """Draw ``decoded_manifold``'s image with the latent coordinates on the axes: each tile is
+    centred on the point z it was decoded from.
+
+    Args:
+        image: (n * side, n * side) from ``decoded_manifold``. extent: the one given to it.
+    """
     image = as_numpy(image)
-    artist = ax.imshow(image, cmap="gray_r", vmin=0, vmax=1, extent=square_extent(extent),
-                       interpolation="nearest")
+    box = _pixel_box(extent, image.shape[0] // image_side)
+    artist = ax.imshow(image, cmap="gray_r", vmin=0, vmax=1, extent=box, interpolation="nearest")
     ax.set_xlabel("$z_1$")
     ax.set_ylabel("$z_2$")
     if title is not None:
         ax.set_title(title, fontsize=9)
     return artist
-
-
-def _lattice(extent, resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    """The z1 and z2 values of ``vae.grid_posterior``'s grid points on ``extent``."""
-    xmin, xmax, ymin, ymax = square_extent(extent)
-    return np.linspace(xmin, xmax, resolution), np.linspace(ymin, ymax, resolution)
-
-
-def _pixel_box(extent, resolution: int) -> tuple[float, float, float, float]:
-    """The box an image of a density on ``_lattice(extent, resolution)`` covers: the extent
-    widened by half a cell on every side, so that each pixel is centred on its grid point (and
-    contour lines drawn at the grid points sit on the image)."""
-    xmin, xmax, ymin, ymax = square_extent(extent)
-    half_x, half_y = 0.5 * (xmax - xmin) / (resolution - 1), 0.5 * (ymax - ymin) / (resolution - 1)
-    return (xmin - half_x, xmax + half_x, ymin - half_y, ymax + half_y)
 
 
 def plot_posterior_pair(ax_p: Axes, ax_q: Axes, log_posterior, log_q, extent, kl: float,
