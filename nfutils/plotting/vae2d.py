@@ -175,11 +175,12 @@ def posterior_comparison_figure(images: Sequence, grids: Mapping[str, Sequence],
     KL(q || p) in nats in the panel's title.
 
     The panels of a row share their scale: each is a square window of the same side (the
-    largest needed in the row), centred on where that model's p and q exceed 1% of their maxima. (Two models have two different
-    latent planes, so the same digit's posteriors lie at unrelated places; what can be compared
-    is their size and shape.) Each density is shown relative to its maximum, on one colour scale
-    with a colour bar. Where q's lines enclose no colour, q puts
-    mass where the posterior has none; colour outside the lines is posterior mass q misses.
+    largest needed in the row), centred on where that model's p and q exceed 1% of their
+    maxima. (Two models have two different latent planes, so the same digit's posteriors lie at
+    unrelated places; what can be compared is their size and shape.) Each density is shown
+    relative to its maximum, on one colour scale with a colour bar. Where q's lines enclose no
+    colour, q puts mass where the posterior has none; colour outside the lines is posterior mass
+    q misses.
 
     Args:
         images: the digits, each (784,) or (28, 28).
