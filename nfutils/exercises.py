@@ -85,17 +85,21 @@ def check_critical_t(t_star: float | None) -> bool | None:
     return _say(False, f"at t = {t_star} the slope of the map along w is {1 + t_star * float(w @ direction):.3f}, not 0")
 
 
-def check_fit(model, U: Callable[[Tensor], Tensor] | None, threshold: float = 0.1) -> bool | None:
-    """Exercise: a flow fitted to an energy of your own. Right if exp(-U) is normalizable on
-    [-6, 6]^2 (negligible mass near the border) and KL(q || p) < ``threshold`` nats on 10^4 samples."""
-    if model is None or U is None:
+def check_fit(model, energy: Callable[[Tensor], Tensor] | None, threshold: float = 0.1) -> bool | None:
+    """Exercise: a flow fitted to an energy U of your own. Right if exp(-U) is normalizable on
+    [-6, 6]^2 (negligible mass near the border) and KL(q || p) < ``threshold`` nats on 10^4 samples.
+
+    Args:
+        model: the fitted flow (``flows.NormalizingFlow``). energy: U, (n, 2) -> (n,).
+    """
+    if model is None or energy is None:
         return _not_attempted("define my_U and fit my_model")
-    border_mass = math.exp(potentials.log_partition(U, extent=6.0, resolution=600)) - math.exp(
-        potentials.log_partition(U, extent=5.5, resolution=550))
-    log_Z = potentials.log_partition(U, extent=6.0, resolution=1000)
+    border_mass = math.exp(potentials.log_partition(energy, extent=6.0, resolution=600)) - math.exp(
+        potentials.log_partition(energy, extent=5.5, resolution=550))
+    log_Z = potentials.log_partition(energy, extent=6.0, resolution=1000)
     if border_mass > 1e-3 * math.exp(log_Z):
         return _say(False, "exp(-U) has noticeable mass near the border of [-6, 6]^2; make U grow faster")
-    kl = training.kl_estimate(model, U, log_Z, 10_000, generator=torch.Generator().manual_seed(0))
+    kl = training.kl_estimate(model, energy, log_Z, 10_000, generator=torch.Generator().manual_seed(0))
     return _say(kl < threshold, f"KL(q || p) = {kl:.3f} nats (target < {threshold})", wrong="not yet")
 
 

@@ -17,10 +17,12 @@ Sections:
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import ipywidgets as widgets
 import numpy as np
+import torch
 from IPython.display import display
 from matplotlib.figure import Figure
 
@@ -135,10 +137,6 @@ def theta_slider(model, energy, radius: float | None = None, num_samples: int = 
         an ``ipywidgets.interactive`` with control ``theta`` (FloatSlider, radians, -π ... π)
         and, when the model takes (θ, r), ``radius`` (FloatSlider, 1.0 ... 3.5).
     """
-    import math
-
-    import torch
-
     condition_dim = getattr(model, "condition_dim", 1)
     if condition_dim not in (1, 2):
         raise ValueError(f"theta_slider needs a model conditioned on (θ) or (θ, r); got C = {condition_dim}")

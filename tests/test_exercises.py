@@ -92,6 +92,11 @@ def test_helpers_say_wrong_and_not_attempted(capsys):
     assert exercises.check_encoder_outputs(2 * 40 + 40 * 80) is False
     assert exercises.check_log_mean_exp(lambda log_w: log_w.mean()) is False  # the ELBO, not log-mean-exp
     assert exercises.check_elbo_below_estimate(False) is False
+    # exp(-U) = exp(-0.05 |z|^2) still holds exp(-1.8) = 0.17 of its peak at |z| = 6: not normalizable
+    # on [-6, 6]^2, so wrong before any model is looked at
+    with pytest.warns(UserWarning):
+        assert exercises.check_fit(object(), energy=lambda z: 0.05 * (z**2).sum(-1)) is False
+    assert exercises.check_fit(None, energy=None) is None
     for helper in (exercises.check_period_features, exercises.check_critical_t, exercises.check_radial_log_det,
                    exercises.check_encoder_outputs, exercises.check_log_mean_exp, exercises.check_elbo_below_estimate):
         assert helper(None) is None

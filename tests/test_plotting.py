@@ -147,14 +147,14 @@ def test_figure3_grid_layout_and_kl_labels():
     target = {"U1": np.ones((4, 4)), "U2": np.ones((4, 4))}
     panels = {(n, kind, K): (np.full((4, 4), K), 0.1 * K)
               for n in target for kind in ("planar", "radial") for K in (2, 8)}
-    fig = plotting.figure3_grid(target, panels, lengths=(2, 8))
+    fig = plotting.figure3_grid(target, panels, flow_lengths=(2, 8))
     assert len(fig.axes) == 2 * 5
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert texts.count("KL 0.80") == 4 and texts.count("KL 0.20") == 4
     assert fig.axes[1].get_title() == "planar K=2"
     del panels[("U2", "radial", 8)]
     with pytest.raises(ValueError, match="no panel"):
-        plotting.figure3_grid(target, panels, lengths=(2, 8))
+        plotting.figure3_grid(target, panels, flow_lengths=(2, 8))
 
 
 def test_plot_kl_against_length_draws_one_line_per_potential_and_kind():
@@ -166,7 +166,7 @@ def test_plot_kl_against_length_draws_one_line_per_potential_and_kind():
     assert list(lines[1].get_ydata()) == [0.9, 0.6, 0.3] and list(lines[1].get_xdata()) == [2, 8, 32]
     assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color()
     assert lines[0].get_linestyle() == "-" and lines[1].get_linestyle() == "--"
-    with pytest.raises(ValueError, match="2 KL values for 3 lengths"):
+    with pytest.raises(ValueError, match="2 KL values for 3 flow lengths"):
         plotting.plot_kl_against_length(_axes(), [2, 8, 32], {("U1", "nice"): [1.0, 2.0]})
 
 

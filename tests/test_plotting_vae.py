@@ -47,6 +47,16 @@ def test_decoded_manifold_tiles_are_the_decoder_means_at_the_right_points(model)
     np.testing.assert_allclose(image[56:, :28], bottom_left.numpy(), atol=1e-6)
 
 
+def test_plot_manifold_centres_each_tile_on_its_latent_point(model):
+    image = plotting.decoded_manifold(model, num_per_side=3, extent=2.0)
+    artist = plotting.plot_manifold(Figure().subplots(), image, extent=2.0)
+    xmin, xmax, ymin, ymax = artist.get_extent()
+    tile_centres_z1 = xmin + (np.arange(3) + 0.5) * (xmax - xmin) / 3
+    tile_centres_z2 = ymin + (np.arange(3) + 0.5) * (ymax - ymin) / 3
+    np.testing.assert_allclose(tile_centres_z1, [-2.0, 0.0, 2.0], atol=1e-12)
+    np.testing.assert_allclose(tile_centres_z2, [-2.0, 0.0, 2.0], atol=1e-12)
+
+
 def test_posterior_comparison_figure_shares_the_scale_per_row_and_has_a_colour_bar():
     x = torch.bernoulli(torch.full((2, 784), 0.2), generator=torch.Generator().manual_seed(0))
     torch.manual_seed(1)
