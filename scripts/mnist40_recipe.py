@@ -10,7 +10,7 @@ the largest gradient norm seen, and the mean total log-det of the flow at the st
 
 Variants:
     identity      flow layers start at the identity (u_hat = 0), warm-up 500 + cosine to 0
-    zero_u        the earlier start: u = 0, so every layer has w.u_hat = m(0) = -0.31 (a
+    zero_u        u = 0 at the start, so every layer has w.u_hat = m(0) = -0.31 (a
                   contraction), and x-dependent flow parameters (weights scaled by 0.1);
                   same schedule
     constant_lr   identity start, constant learning rate, no warm-up
