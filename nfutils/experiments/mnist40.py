@@ -289,8 +289,10 @@ def _epochs_done(flow_length: int, run_dir: Path, extend: bool = False) -> int:
 EVAL_SETTINGS = dict(test_images=10_000, elbo_samples=10, samples_paper=200,
                      samples_paired=1000, paired_images=2000, samples_subset=5000,
                      subset_images=500)
-#: The per-image values of each K, one small file each (``evaluate`` writes it).
+
+
 def eval_path(flow_length: int, results_dir: Path = RESULTS_DIR) -> Path:
+    """The per-image values of one K (``save_evaluation`` writes it), one small file each."""
     return Path(results_dir) / f"mnist40_eval_K{flow_length}.pt"
 
 

@@ -42,10 +42,11 @@ GAPS_PATH = ROOT / "data" / "results" / "vae2d_gaps.json"
 
 #: The full-run budget of the two models of Part 3 (the notebook's parameters cell repeats it),
 #: trained with Part 4's recipe (``nfutils.experiments.mnist40``): Adam with a linear
-#: learning-rate warm-up over ``WARMUP_STEPS`` steps, then a cosine decay to 0 at the last step of ``num_epochs``
-#: (``training.warmup_cosine``); beta = 1 throughout (the warm-up of the learning rate replaces
-#: the annealing of log p(x, z)); the flow layers start at the identity (``vae.VAE``'s
-#: initialization, q_K = q_0 at step 0); gradient norms clipped at ``MAX_GRAD_NORM``.
+#: learning-rate warm-up over ``WARMUP_STEPS`` steps, then a cosine decay to 0 at the last step
+#: of ``num_epochs`` (``training.warmup_cosine``); beta = 1 throughout (the warm-up of the
+#: learning rate replaces the annealing of log p(x, z)); the flow layers start at the identity
+#: (``vae.VAE``'s initialization, q_K = q_0 at step 0); gradient norms clipped at
+#: ``MAX_GRAD_NORM``.
 TRAIN_DEFAULTS = dict(num_epochs=30, batch_size=100, num_samples=1, lr=1e-3, anneal=False)
 WARMUP_STEPS = 500
 MAX_GRAD_NORM = 100.0
