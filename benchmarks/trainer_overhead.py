@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,9 +23,7 @@ import torch
 
 from benchmarks import load_average, machine_description
 from nfutils import data, training, vae
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from scripts import mnist40  # noqa: E402
+from nfutils.experiments import mnist40
 
 
 def raw_steps(model: vae.VAE, optimizer: torch.optim.Optimizer, images: torch.Tensor,

@@ -4,7 +4,7 @@ Sizes of the paper's MNIST experiment (Sec. 6.2): encoder 784-400-400 emitting t
 log standard deviation of q_0(z_0|x) and the K (2D + 1) parameters of K planar layers per
 example, latent D = 40, decoder 40-400-400-784 (Bernoulli logits), minibatch of 100
 dynamically binarized MNIST digits, one posterior sample per digit. A step is what
-``nfutils.training.fit_vae`` does: binarize, the annealed loss of Sec. 6.2
+``nfutils.vae_training.fit_vae`` does: binarize, the annealed loss of Sec. 6.2
 (E[log q_K - beta (log p(x|z_K) + log p(z_K))]), backward, one optimizer step.
 
 Implementations, each at K = 0, 10 and 80:

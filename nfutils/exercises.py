@@ -22,7 +22,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from . import amortized, potentials, training
+from . import amortized, potentials
+from .kl import conditional_kl, flow_kl
 
 __all__ = [
     "check_radial_log_det", "check_critical_t", "check_fit",
@@ -99,7 +100,7 @@ def check_fit(model, energy: Callable[[Tensor], Tensor] | None, threshold: float
     log_Z = potentials.log_partition(energy, extent=6.0, resolution=1000)
     if border_mass > 1e-3 * math.exp(log_Z):
         return _say(False, "exp(-U) has noticeable mass near the border of [-6, 6]^2; make U grow faster")
-    kl = training.kl_estimate(model, energy, log_Z, 10_000, generator=torch.Generator().manual_seed(0))
+    kl = float(flow_kl(model, energy, log_Z, 10_000, generator=torch.Generator().manual_seed(0))[0])
     return _say(kl < threshold, f"KL(q || p) = {kl:.3f} nats (target < {threshold})", wrong="not yet")
 
 
@@ -138,8 +139,8 @@ def check_amortized_kl(value: float | None, amortizer: amortized.AmortizedPlanar
     if value is None:
         return _not_attempted("set my_kl")
     condition = torch.tensor([[angle]], dtype=torch.float64)
-    kl, se = amortized.kl_per_condition(copy.deepcopy(amortizer).double(), amortized.ring_energy, condition, log_Z,
-                                        50_000, generator=torch.Generator().manual_seed(11))
+    kl, se = conditional_kl(copy.deepcopy(amortizer).double(), amortized.ring_energy, condition, log_Z,
+                            50_000, generator=torch.Generator().manual_seed(11))
     ok = abs(float(value) - float(kl)) < 4 * float(se) + 5e-3
     return _say(ok, f"Monte Carlo says {float(kl):.4f} ± {2 * float(se):.4f} nats; you have {float(value):.4f}")
 
@@ -151,7 +152,7 @@ def check_two_lobes(model, log_Z: float) -> bool | None:
     """
     if model is None:
         return _not_attempted("fit my_flow")
-    kl = training.kl_estimate(model, potentials.U1, log_Z, 20_000, generator=torch.Generator().manual_seed(0))
+    kl = float(flow_kl(model, potentials.U1, log_Z, 20_000, generator=torch.Generator().manual_seed(0))[0])
     return _say(kl < 0.2, f"KL = {kl:.3f} nats ({'both lobes' if kl < 0.2 else 'probably one lobe: log 2 = 0.693'})",
                 wrong="not yet")
 

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from nfutils import data, flows, training, vae
+from nfutils import data, flows, training, vae, vae_training
 
 
 def main() -> None:
@@ -54,7 +54,7 @@ def main() -> None:
         optimizer.step()
         if (step + 1) % args.every == 0:
             model.eval()
-            neg_elbo = -training.evaluate_elbo(model, test_images)
+            neg_elbo = -vae_training.evaluate_elbo(model, test_images)
             model.train()
             recent = sorted(norms[-args.every:])
             print(f"K={args.flow_length} T={args.anneal_steps} lr={args.lr:g} clip={args.clip:g} "

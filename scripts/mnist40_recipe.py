@@ -10,7 +10,7 @@ the largest gradient norm seen, and the mean total log-det of the flow at the st
 
 Variants:
     identity      flow layers start at the identity (u_hat = 0), warm-up 500 + cosine to 0
-    zero_u        the earlier start: u = 0, so every layer has w.u_hat = m(0) = -0.31 (a
+    zero_u        u = 0 at the start, so every layer has w.u_hat = m(0) = -0.31 (a
                   contraction), and x-dependent flow parameters (weights scaled by 0.1);
                   same schedule
     constant_lr   identity start, constant learning rate, no warm-up
@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from nfutils import data, training, vae
+from nfutils import data, training, vae, vae_training
 
 
 def build(flow_length: int, variant: str, seed: int, standardized: bool = False) -> vae.VAE:
@@ -86,7 +86,7 @@ def main() -> None:
         epochs = math.ceil(args.steps / steps_per_epoch)
         start = time.perf_counter()
         try:
-            history = training.fit_vae(
+            history = vae_training.fit_vae(
                 model, train_images[: args.steps * 100 // epochs], test_images,
                 num_epochs=epochs, lr=args.lr, anneal=False, lr_schedule=schedule,
                 max_grad_norm=args.max_grad_norm, seed=args.seed, progress=False)

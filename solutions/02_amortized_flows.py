@@ -60,7 +60,7 @@ CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "checkpoints" / "
 def notebook_amortizer(log_Z: float):
     """The amortizer of the notebook's unit 3, with its full-mode settings."""
     torch.manual_seed(0)
-    amortizer = amortized.AmortizedPlanarFlow(dim=2, num_layers=16, features="angle", hidden=128)
+    amortizer = amortized.AmortizedPlanarFlow(dim=2, flow_length=16, features="angle", hidden=128)
 
     def uniform_angles(num, generator):
         return (2 * torch.rand(num, 1, generator=generator) - 1) * math.pi

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from nfutils import training, vae
+from nfutils import vae, vae_training
 from nfutils.exercises import check_closed_form_kl, check_posterior_kl
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
@@ -49,8 +49,8 @@ def first_image() -> torch.Tensor:
 
 if __name__ == "__main__":
     image = first_image()
-    model_k0, _ = training.load_vae(CHECKPOINTS / "vae2d_K0.pt")
-    model_k16, _ = training.load_vae(CHECKPOINTS / "vae2d_K16.pt")
+    model_k0, _ = vae_training.load_vae(CHECKPOINTS / "vae2d_K0.pt")
+    model_k16, _ = vae_training.load_vae(CHECKPOINTS / "vae2d_K16.pt")
     check_closed_form_kl(my_closed_form_kl(model_k0, image), model_k0, image)
     kl, log_px = my_posterior_kl(model_k16, image)
     check_posterior_kl(kl, model_k16, image, log_px)

@@ -2,10 +2,12 @@
 
 The notebook is copied alone into a folder outside the repository and executed by papermill in
 a new virtual environment that holds only torch (pinned as everywhere here), numpy, matplotlib,
-ipywidgets, ipykernel and papermill: no nfutils, no repository around it. Its setup cell must
-take the Colab branch (forced with ``NFUTILS_SIMULATE_COLAB=1``), clone this repository (through
-``NFUTILS_SOURCE=git+file://...``), install nfutils from the clone without touching torch, and
-the notebook must then run to its end in quick mode (``NF_QUICK=1``).
+ipywidgets, ipykernel and papermill: no nfutils, no repository around it. The kernel is made to
+look like Colab's (an IPython startup file puts a ``google.colab`` module into ``sys.modules``,
+as Colab's kernel has). The setup cell's Colab lines (``nfutils.colab.CELL``) must then clone
+this repository (through ``NFUTILS_SOURCE=git+file://...``), install nfutils from the clone
+without touching torch (``nfutils.colab.setup``), and the notebook must run to its end in quick
+mode (``NF_QUICK=1``).
 
 When the working tree has changes that are not committed, the source is a snapshot commit of the
 working tree (tracked and untracked, not ignored, files) in a temporary repository, so that what
@@ -120,14 +122,18 @@ def test_notebook_01_installs_nfutils_and_runs_on_simulated_colab(tmp_path, caps
     torch_before = _torch_record(venv)
 
     shutil.copy2(NOTEBOOK, colab / NOTEBOOK.name)
-    env.update(NFUTILS_SIMULATE_COLAB="1", NFUTILS_SOURCE=source_url, NF_QUICK="1")
+    startup = Path(env["IPYTHONDIR"]) / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-colab.py").write_text(  # what the notebook's Colab test looks at
+        "import sys, types\nsys.modules['google.colab'] = types.ModuleType('google.colab')\n")
+    env.update(NFUTILS_SOURCE=source_url, NF_QUICK="1")
     start = time.perf_counter()
     _run([str(venv / "bin" / "papermill"), NOTEBOOK.name, "executed.ipynb", "--kernel", "python3",
           "--cwd", str(colab), "--execution-timeout", str(EXECUTION_TIMEOUT_S)],
          env=env, cwd=colab, timeout=1800)
     timings["notebook"] = time.perf_counter() - start
 
-    # The bootstrap cloned the repository beside the notebook and installed nfutils from it,
+    # The Colab lines cloned the repository beside the notebook and installed nfutils from it,
     # into this environment (so the kernel was this environment's Python), editable.
     clone = colab / "vi-normalizing-flows"
     assert (clone / "pyproject.toml").is_file() and (clone / "data" / "mnist" / "SHA256SUMS.raw").is_file()

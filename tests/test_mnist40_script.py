@@ -1,7 +1,9 @@
-"""scripts/mnist40.py: the per-image evaluation, the paired summary, the generated table and the
-README update, and the frozen-decoder experiment (on a tiny model)."""
+"""nfutils.experiments.mnist40 (Part 4) and its command line scripts/mnist40.py: the per-image
+evaluation, the paired summary, the generated table and the README update, the frozen-decoder
+experiment (on a tiny model), and the command line's subcommands."""
 
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -9,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from scripts import mnist40  # noqa: E402
+from nfutils.experiments import mnist40
 
+ROOT = Path(__file__).resolve().parent.parent
 from nfutils import checkpoints, vae, vae_training  # noqa: E402
 
 TINY_SETTINGS = dict(test_images=12, elbo_samples=3, samples_paper=4, samples_paired=6,
@@ -171,3 +172,16 @@ def test_frozen_results_round_trip_per_k(tiny_checkpoint, tmp_path):
     torch.testing.assert_close(loaded["elbo"][2], result["elbo"][2], atol=1e-4, rtol=0)
     with pytest.raises(FileNotFoundError, match="frozen --flow-lengths 80"):
         mnist40.load_frozen((80,), tmp_path)
+
+
+def test_paths_are_the_repository_s_and_the_readme_has_the_table_markers():
+    assert mnist40.ROOT == ROOT and mnist40.README_PATH == ROOT / "README.md"
+    assert mnist40.checkpoint_path(80) == ROOT / "data/checkpoints/mnist40_K80.pt"
+    assert mnist40.checkpoint_path(80).is_file()
+    text = mnist40.README_PATH.read_text()
+    assert text.count(mnist40.README_BEGIN) == 1 and text.count(mnist40.README_END) == 1
+    usage = subprocess.run([sys.executable, str(ROOT / "scripts" / "mnist40.py"), "--help"],
+                           capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    for word in ("{train,extend,evaluate,frozen,readme}", "--flow-lengths", "--epochs", "--hours",
+                 "--chunk-minutes", "--lr", "--threads"):
+        assert word in usage, word

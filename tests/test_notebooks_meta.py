@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -18,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from nfutils import colab
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted(ROOT.glob("notebooks/[0-9]*.ipynb"))
 # a concrete link to a notebook (the README's template ".../notebooks/<name>.ipynb" is not one)
 COLAB_LINK = re.compile(r"https://colab\.research\.google\.com/github/[\w./-]+?\.ipynb")
-SOURCE_DEFAULT = re.compile(r'NFUTILS_SOURCE = os\.environ\.get\("NFUTILS_SOURCE", "([^"]+)"\)')
+SOURCE_DEFAULT = re.compile(r'os\.environ\.get\("NFUTILS_SOURCE", "([^"]+)"\)')
 
 
 def _load_bootstrap_tool():
@@ -54,6 +57,7 @@ def _ids(paths):
 def test_repository_url_is_a_github_repository():
     assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", _repository()), _repository()
     assert bootstrap_tool.repository_url() == _repository()
+    assert colab.REPOSITORY == _repository()
 
 
 def test_there_are_notebooks_to_check():
@@ -113,11 +117,67 @@ def test_with_bootstrap_replaces_only_the_leading_block():
 
 
 def test_bootstrap_does_nothing_outside_colab(tmp_path):
-    """Outside Colab the bootstrap neither clones, installs nor changes the folder."""
-    env = {k: v for k, v in os.environ.items() if k not in ("NFUTILS_SIMULATE_COLAB", "NFUTILS_SOURCE")}
+    """Outside Colab the Colab lines neither clone, install nor change the folder."""
+    env = {k: v for k, v in os.environ.items() if k != "NFUTILS_SOURCE"}
     script = tmp_path / "setup_cell.py"
-    script.write_text(bootstrap_tool.bootstrap_source() + "\nprint(IN_COLAB)\nprint(os.getcwd())\n"
-                      "print(sorted(os.listdir('.')))\n")
+    script.write_text(bootstrap_tool.bootstrap_source() + "\nprint('google.colab' in sys.modules)\n"
+                      "print(os.getcwd())\nprint(sorted(os.listdir('.')))\n")
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.splitlines() == ["False", str(tmp_path), "['setup_cell.py']"], result.stdout
+
+
+def _git(*args: str, cwd: Path) -> None:
+    subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", *args],
+                   cwd=cwd, check=True, capture_output=True)
+
+
+def test_colab_lines_clone_and_move_into_the_clone_on_a_faked_colab(tmp_path):
+    """On Colab (faked: a ``google.colab`` module) the lines clone ``NFUTILS_SOURCE``, import
+    ``nfutils.colab`` from the clone and end in the clone's notebooks/ folder; run again there,
+    they do nothing. (nfutils is installed in this environment, so nothing is pip-installed;
+    tests/test_colab_bootstrap.py covers the install in a fresh environment.)"""
+    source = tmp_path / "source"  # a small repository with this checkout's nfutils
+    shutil.copytree(ROOT / "nfutils", source / "nfutils",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(ROOT / "pyproject.toml", source / "pyproject.toml")
+    (source / "notebooks").mkdir()
+    (source / "notebooks" / "README").write_text("notebooks\n")
+    _git("init", "--quiet", cwd=source)
+    _git("add", "--all", cwd=source)
+    _git("commit", "--quiet", "-m", "snapshot", cwd=source)
+    content = tmp_path / "content"
+    content.mkdir()
+    script = content / "setup_cell.py"
+    script.write_text("import sys, types\nsys.modules['google.colab'] = types.ModuleType('google.colab')\n"
+                      + bootstrap_tool.bootstrap_source() + "\n" + bootstrap_tool.bootstrap_source()
+                      + "\nimport nfutils\nprint(nfutils.__file__)\nprint(os.getcwd())\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["NFUTILS_SOURCE"] = f"git+file://{source}"
+    result = subprocess.run([sys.executable, str(script)], cwd=content, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    clone = content / colab.CLONE
+    lines = result.stdout.splitlines()
+    assert lines == [f"Colab: nfutils from git+file://{source} | working in {clone / 'notebooks'}",
+                     str(clone / "nfutils" / "__init__.py"), str(clone / "notebooks")], lines
+    assert (clone / "notebooks" / "README").is_file()
+
+
+def test_setup_installs_nfutils_from_the_clone_when_it_is_not_installed(tmp_path, monkeypatch):
+    clone = tmp_path / colab.CLONE
+    (clone / "notebooks").mkdir(parents=True)
+    (clone / "pyproject.toml").write_text("[project]\nname = 'nfutils'\n")
+    commands = []
+    monkeypatch.setattr(colab.subprocess, "run", lambda command, **kwargs: commands.append(command))
+    monkeypatch.setattr(colab, "_installed", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    assert colab.setup(colab.CLONE) == clone / "notebooks"
+    assert Path.cwd() == clone / "notebooks"
+    assert commands == [[sys.executable, "-m", "pip", "install", "--quiet", "-e", str(clone)]]
+    monkeypatch.setattr(colab, "_installed", lambda: True)
+    commands.clear()
+    colab.setup(clone)
+    assert commands == []  # installed already: no second install
+    with pytest.raises(FileNotFoundError, match="not a clone"):
+        colab.setup(tmp_path)

@@ -1,15 +1,17 @@
-"""scripts/vae2d.py: the training recipe recorded in the checkpoint, and the saved gap split tied
-to its checkpoints (on tiny data)."""
+"""nfutils.experiments.vae2d (Part 3) and its command line scripts/vae2d.py: the training recipe
+recorded in the checkpoint, the saved gap split tied to its checkpoints (on tiny data), merging
+learning curves, and the command line's subcommands."""
 
+import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from scripts import vae2d  # noqa: E402
+from nfutils.experiments import vae2d
 
+ROOT = Path(__file__).resolve().parent.parent
 from nfutils import inference_gaps, vae, vae_training  # noqa: E402
 
 
@@ -54,3 +56,31 @@ def test_saved_gaps_belong_to_their_checkpoints(tmp_path):
     assert table.count("| K = ") == 2 and "Paired, K = 2 minus K = 0" in table
     vae_training.save_vae(vae.VAE(latent_dim=2, flow_length=2, hidden=8, data_dim=20), paths[2])
     assert vae2d.load_gaps(paths, out) is None  # a changed checkpoint invalidates the results
+
+
+def _curves(flow_lengths, epochs=10, value=0.0):
+    runs = [{"flow_length": k, "num_samples": s, "seed": seed, "test_elbo": [value]}
+            for k in flow_lengths for s in (1, 10) for seed in (0, 1)]
+    return {"config": {"num_epochs": epochs, "flow_lengths": list(flow_lengths)}, "runs": runs,
+            "device": "cpu", "threads": 1}
+
+
+def test_merge_curves_replaces_only_the_new_flow_lengths():
+    merged = vae2d.merge_curves(_curves((0, 16), value=-1.0), _curves((16,), value=-2.0))
+    assert merged["config"]["flow_lengths"] == [0, 16]
+    assert len(merged["runs"]) == 8
+    assert {r["test_elbo"][0] for r in merged["runs"] if r["flow_length"] == 0} == {-1.0}
+    assert {r["test_elbo"][0] for r in merged["runs"] if r["flow_length"] == 16} == {-2.0}
+    assert merged["runs"] == sorted(merged["runs"], key=lambda r: (r["flow_length"], r["num_samples"], r["seed"]))
+    with pytest.raises(ValueError, match="same budget"):
+        vae2d.merge_curves(_curves((0, 16)), _curves((16,), epochs=5))
+
+
+def test_paths_are_the_repository_s_and_the_command_line_keeps_its_subcommands():
+    assert vae2d.ROOT == ROOT and vae2d.checkpoint_path(16) == ROOT / "data/checkpoints/vae2d_K16.pt"
+    assert vae2d.checkpoint_path(0).is_file()
+    usage = subprocess.run([sys.executable, str(ROOT / "scripts" / "vae2d.py"), "--help"],
+                           capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    for word in ("{train,curves,gaps}", "--flow-lengths", "--epochs", "--time-budget", "--threads",
+                 "--paper-order", "--images", "--table-only", "--merge"):
+        assert word in usage, word

@@ -1,35 +1,15 @@
-"""The Colab bootstrap: the first lines of every notebook's setup cell, kept in one place.
+"""Keep the Colab lines at the start of every notebook's setup cell identical.
 
-On Colab (``google.colab`` in ``sys.modules``) a notebook opened from GitHub runs alone in
-``/content``, with no ``nfutils`` and none of the repository's data. The bootstrap then
-
-1. clones the project's repository (``git clone --depth 1``) into ``./vi-normalizing-flows``:
-   ``nfutils``, MNIST (``data/mnist``) and the checkpoints (``data/checkpoints``) all come with it;
-2. installs ``nfutils`` from that clone with ``pip install -e`` (editable, so
-   ``nfutils.data`` finds ``data/mnist`` beside the package exactly as in a local checkout; pip
-   keeps Colab's own torch because it satisfies ``torch>=2.1``), and puts the clone on
-   ``sys.path`` for the running kernel;
-3. changes into the clone's ``notebooks/`` folder, so that everything after it (the repository
-   root found by walking up to ``pyproject.toml``, figures saved under ``imgs/``) behaves as
-   in a local checkout.
-
-Outside Colab it does nothing. Running the cell again (or after "Restart session") is safe:
-once inside the clone it is skipped; with the clone present it is not cloned again, and an
-importable ``nfutils`` is not reinstalled.
-
-``NFUTILS_SOURCE`` overrides what is cloned (a git URL, optionally prefixed ``git+``, or a
-path to a git repository); ``NFUTILS_SIMULATE_COLAB=1`` takes the Colab branch anywhere (for
-``tests/test_colab_bootstrap.py``). The default URL is ``[project.urls] Repository`` of
-``pyproject.toml``, the one place that names the repository.
+The lines themselves, and what they do on Colab, are ``nfutils.colab.CELL`` and
+``nfutils.colab.setup``; outside Colab they do nothing.
 
 Usage (from the repository root)::
 
-    python tools/colab_bootstrap.py            # write the bootstrap into every notebook's setup cell
+    python tools/colab_bootstrap.py            # write the Colab lines into every notebook's setup cell
     python tools/colab_bootstrap.py --check    # exit 1 and list the notebooks that differ
 
-Only the leading lines of the first code cell change (the bootstrap is the cell's first block,
-up to its first blank line; a cell without one gets it prepended); outputs are kept, so
-re-executing the notebook afterwards is its owner's job.
+Only the leading lines of the first code cell change (the Colab lines are the cell's first
+block, up to its first blank line; a cell without one gets them prepended); outputs are kept.
 """
 
 from __future__ import annotations
@@ -41,26 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_GLOB = "notebooks/[0-9]*.ipynb"
-
-BOOTSTRAP_TEMPLATE = '''\
-import os, subprocess, sys
-# On Colab: clone the project's repository (nfutils, MNIST, checkpoints), install nfutils from
-# the clone (Colab's torch is kept, never reinstalled) and work in the clone's notebooks/ folder,
-# as in a local checkout. NFUTILS_SOURCE overrides what is cloned (a git URL or a path).
-NFUTILS_SOURCE = os.environ.get("NFUTILS_SOURCE", "{repository}")
-IN_COLAB = "google.colab" in sys.modules or os.environ.get("NFUTILS_SIMULATE_COLAB") == "1"
-if IN_COLAB and not os.path.exists("../pyproject.toml"):  # not yet inside the clone
-    clone = os.path.abspath("vi-normalizing-flows")
-    if not os.path.isdir(clone):
-        subprocess.run(["git", "clone", "--quiet", "--depth", "1",
-                        NFUTILS_SOURCE.removeprefix("git+"), clone], check=True)
-    try:
-        import nfutils  # noqa: F401
-    except ImportError:
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", clone], check=True)
-        sys.path.insert(0, clone)
-    os.chdir(os.path.join(clone, "notebooks"))
-    print("Colab: nfutils from", NFUTILS_SOURCE, "| working in", os.getcwd())'''
+sys.path.insert(0, str(ROOT))  # this checkout's nfutils
+from nfutils import colab  # noqa: E402
 
 
 def repository_url(root: Path = ROOT) -> str:
@@ -69,9 +31,9 @@ def repository_url(root: Path = ROOT) -> str:
     return pyproject["project"]["urls"]["Repository"].rstrip("/")
 
 
-def bootstrap_source(repository: str | None = None) -> str:
-    """The bootstrap lines (no trailing newline) with ``repository`` as NFUTILS_SOURCE's default."""
-    return BOOTSTRAP_TEMPLATE.format(repository=repository or repository_url())
+def bootstrap_source() -> str:
+    """The Colab lines of every setup cell (no trailing newline): ``nfutils.colab.CELL``."""
+    return colab.CELL
 
 
 def colab_badge_url(notebook_name: str, repository: str | None = None) -> str:
