@@ -49,7 +49,7 @@ def my_kl(amortizer, log_Z: float, angle: float = 1.0, resolution: int = 300) ->
 def my_flow(seed: int = 0, flow_length: int = 16):
     torch.manual_seed(seed)
     model = flows.make_flow("planar", 2, flow_length)
-    training.fit_flow(model, potentials.U1, num_steps=2000, num_samples=500, lr=2e-2,
+    training.fit_flow(model, potentials.U1, num_steps=2000, num_samples=500, lr=1e-2,
                       generator=torch.Generator().manual_seed(seed))
     return model
 
