@@ -282,8 +282,9 @@ def run_steps(
                                   f"{done}/{num_steps}; checkpoint written, call again to resume")
                     return history
         history.finished = True
-        history.seconds = seconds_before + (time.perf_counter() - started)
-        checkpoint(max(num_steps, start_step))
+        if start_step < num_steps:  # a run that was already complete is not written again
+            history.seconds = seconds_before + (time.perf_counter() - started)
+            checkpoint(num_steps)
     finally:
         if bar is not None:
             bar.close()

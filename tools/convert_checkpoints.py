@@ -8,7 +8,9 @@ it twice changes nothing):
 * a Part 2 amortizer (``"run_config"``) whose model config names the flow length
   ``num_layers``: renamed to ``flow_length``; its history's ``resumed_from`` (one step, 0 for
   never) becomes the list of ``training.History``; the learning-rate scheduler's state, which
-  ``fit_amortized`` no longer uses (its schedule is a function of the step), is dropped.
+  ``fit_amortized`` no longer uses (its schedule is a function of the step), is dropped;
+* a Part 4 checkpoint of several training stages (``"stages"``) whose combined history lacks
+  ``finished``: set from its last stage's schedule (finished when it reached its last step).
 
 A converted file is written with ``checkpoints.save_checkpoint``: atomically, with a valid
 checksum. A file whose stored checksum does not match is refused, not converted.
@@ -46,6 +48,10 @@ def convert(state: dict) -> list[str]:
         step = history["resumed_from"]
         state["history"] = {**history, "resumed_from": [step] if step else []}
         changes.append("history: resumed_from as a list")
+    if state.get("stages") and isinstance(history, dict) and "finished" not in history:
+        schedule = state["stages"][-1].get("schedule", {})
+        state["history"] = {**history, "finished": schedule.get("step") == schedule.get("total_steps")}
+        changes.append(f"history: finished = {state['history']['finished']} (from the last stage)")
     if run_config is not None and "scheduler" in state:
         del state["scheduler"]
         changes.append("dropped the scheduler state")

@@ -143,6 +143,8 @@ def combine_stages(stages: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[s
         epochs += int(stage["budget"].get("epochs", 0))
         seconds += float(stage["budget"].get("seconds", 0.0))
     history["seconds"] = seconds
+    last = stages[-1].get("schedule", {})  # finished: the last stage reached its last step
+    history["finished"] = bool(last) and last.get("step") == last.get("total_steps")
     budget = {"updates": updates, "epochs": epochs, "seconds": round(seconds, 1),
               "device": stages[-1]["budget"].get("device", "?"), "stages": len(stages)}
     return history, budget
