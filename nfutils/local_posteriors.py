@@ -33,9 +33,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .flows import planar_flow
+from .flows import gaussian_log_prob, planar_flow
 from .training import History, make_optimizer, run_steps, warmup_cosine
-from .vae import LOG_2PI, VAE, identity_planar_params
+from .vae import VAE, identity_planar_params
 
 __all__ = ["LocalFlowPosterior", "fit_local_posteriors", "local_elbo", "local_log_likelihood"]
 
@@ -98,8 +98,7 @@ class LocalFlowPosterior(nn.Module):
         """
         eps = torch.randn((num_samples,) + tuple(self.mu.shape), generator=generator,
                           device=self.mu.device, dtype=self.mu.dtype)
-        log_q = (-0.5 * (eps * eps).sum(-1) - self.log_sigma.sum(-1)
-                 - 0.5 * self.mu.shape[-1] * LOG_2PI)
+        log_q = gaussian_log_prob(eps, self.log_sigma)
         sigma = torch.exp(self.log_sigma)
         if self.flow_length == 0:
             return self.mu + sigma * eps, log_q
