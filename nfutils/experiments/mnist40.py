@@ -2,14 +2,7 @@
 flows of length K in {0, 2, 10, 20, 40, 80} amortized per data point.
 
 The notebook ``notebooks/04_vae_40d_latent.ipynb`` and the command line ``scripts/mnist40.py``
-both call the functions here:
-
-    python scripts/mnist40.py train --flow-lengths 80 10 0 --threads 1 &   # two processes,
-    python scripts/mnist40.py train --flow-lengths 40 20 2 --threads 1 &   # one core each
-    python scripts/mnist40.py extend --epochs 50                # a later sitting: 50 more epochs
-    python scripts/mnist40.py evaluate --flow-lengths 80 10 0   # -> data/results/mnist40_eval_K*.pt
-    python scripts/mnist40.py frozen --flow-lengths 80 0        # -> data/results/mnist40_frozen_decoder_K*.pt
-    python scripts/mnist40.py readme                            # rewrite the README's Part 4 table
+both call the functions here (the commands are listed in the script's docstring).
 
 Training (``train_sweep``, ``train_epoch``) runs the recipe of ``TRAIN_SETTINGS`` for a planned
 number of epochs per K: the learning rate warms up and then decays to 0 at the last epoch. The

@@ -17,65 +17,10 @@ Every public name is available here too: ``nfutils.flows.PlanarFlow`` and so on.
 """
 
 from . import base, coupling, fast_planar, planar, radial
-from .base import NormalizingFlow, annealed_beta, free_energy, gaussian_log_prob, invert_stack, make_flow
-from .coupling import (
-    NICEFlow,
-    ShiftMLP,
-    additive_coupling,
-    additive_coupling_inverse,
-    make_nice_flow,
-    shift_network,
-)
-from .planar import (
-    SOFTPLUS_FLOOR,
-    PlanarFlow,
-    PlanarLayer,
-    constrain_u,
-    planar_flow,
-    planar_flow_inverse,
-    planar_inverse,
-    planar_param_count,
-    planar_transform,
-    split_planar_params,
-)
-from .radial import RadialFlow, constrain_radial, radial_flow, radial_inverse, radial_transform
+from .base import *  # noqa: F401,F403 - each module's __all__ is the public list
+from .coupling import *  # noqa: F401,F403
+from .planar import *  # noqa: F401,F403
+from .radial import *  # noqa: F401,F403
 
-__all__ = [
-    # base
-    "gaussian_log_prob",
-    "invert_stack",
-    "NormalizingFlow",
-    "free_energy",
-    "annealed_beta",
-    "make_flow",
-    # planar
-    "SOFTPLUS_FLOOR",
-    "planar_transform",
-    "constrain_u",
-    "PlanarLayer",
-    "planar_flow",
-    "PlanarFlow",
-    "planar_inverse",
-    "planar_flow_inverse",
-    "planar_param_count",
-    "split_planar_params",
-    # radial
-    "constrain_radial",
-    "radial_transform",
-    "radial_inverse",
-    "radial_flow",
-    "RadialFlow",
-    # coupling (NICE)
-    "ShiftMLP",
-    "shift_network",
-    "additive_coupling",
-    "additive_coupling_inverse",
-    "NICEFlow",
-    "make_nice_flow",
-    # modules
-    "base",
-    "planar",
-    "radial",
-    "coupling",
-    "fast_planar",
-]
+__all__ = [*base.__all__, *planar.__all__, *radial.__all__, *coupling.__all__,
+           "base", "planar", "radial", "coupling", "fast_planar"]
