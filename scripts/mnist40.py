@@ -5,6 +5,7 @@
     python scripts/mnist40.py extend --epochs 50                # a later sitting: 50 more epochs
     python scripts/mnist40.py evaluate --flow-lengths 80 10 0   # -> data/results/mnist40_eval_K*.pt
     python scripts/mnist40.py frozen --flow-lengths 80 0        # -> data/results/mnist40_frozen_decoder_K*.pt
+    python scripts/mnist40.py frozen-lr                         # K = 40 and 80 at two learning rates
     python scripts/mnist40.py readme                            # rewrite the README's Part 4 table
 """
 
@@ -16,16 +17,18 @@ import time
 import torch
 
 from nfutils import data
-from nfutils.experiments.mnist40 import (EXTEND_LR, FLOW_LENGTHS, PLANNED_EPOCHS, README_PATH,
-                                         ROOT, checkpoint_path, eval_path, evaluate_checkpoint,
-                                         frozen_decoder_experiment, frozen_path, load_evaluations,
-                                         results_table, save_evaluation, save_frozen,
-                                         summary_rows, train_sweep, update_readme)
+from nfutils.experiments.mnist40 import (EXTEND_LR, FLOW_LENGTHS, FROZEN_LR_PATH,
+                                         PLANNED_EPOCHS, README_PATH, ROOT, checkpoint_path,
+                                         eval_path, evaluate_checkpoint,
+                                         frozen_decoder_experiment, frozen_lr_check, frozen_path,
+                                         load_evaluations, results_table, save_evaluation,
+                                         save_frozen, save_frozen_lr_check, summary_rows,
+                                         train_sweep, update_readme)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Part 4: 40-D VAE with planar flows, K = 0..80")
-    parser.add_argument("what", choices=["train", "extend", "evaluate", "frozen", "readme"])
+    parser.add_argument("what", choices=["train", "extend", "evaluate", "frozen", "frozen-lr", "readme"])
     parser.add_argument("--flow-lengths", type=int, nargs="+", default=list(FLOW_LENGTHS))
     parser.add_argument("--epochs", type=int, default=PLANNED_EPOCHS,
                         help="train: epochs per K; the learning rate decays to 0 at the last")
@@ -57,6 +60,10 @@ def main() -> None:
                                            args.flow_lengths, progress=True)
         save_frozen(result)
         print(f"wrote {', '.join(str(frozen_path(k).relative_to(ROOT)) for k in args.flow_lengths)}")
+    elif args.what == "frozen-lr":
+        result = frozen_lr_check(checkpoint_path(0), data.binarized_test_set()[0], progress=True)
+        save_frozen_lr_check(result)
+        print(f"wrote {FROZEN_LR_PATH.relative_to(ROOT)}")
     else:
         rows = summary_rows(load_evaluations())
         update_readme(rows)

@@ -174,6 +174,30 @@ def test_frozen_results_round_trip_per_k(tiny_checkpoint, tmp_path):
         mnist40.load_frozen((80,), tmp_path)
 
 
+def test_the_learning_rate_check_is_the_frozen_experiment_at_each_rate(tiny_checkpoint,
+                                                                        tmp_path):
+    settings = dict(images=100, num_steps=5, num_samples=2, lr=1e-2, warmup_steps=1,
+                    elbo_samples=10, is_samples=20)
+    check = dict(flow_lengths=(0, 2), images=2, lrs=(1e-3, 3e-2))
+    result = mnist40.frozen_lr_check(tiny_checkpoint, tiny_images(), check, settings,
+                                     dev=torch.device("cpu"))
+    for lr in check["lrs"]:  # the same numbers as the frozen experiment run at that rate
+        direct = mnist40.frozen_decoder_experiment(tiny_checkpoint, tiny_images(), (0, 2),
+                                                   dict(settings, images=2, lr=lr),
+                                                   dev=torch.device("cpu"))
+        for k in (0, 2):
+            assert result["elbo"][lr][k].shape == (2,)
+            torch.testing.assert_close(result["elbo"][lr][k], direct["elbo"][k])
+    assert not torch.equal(result["elbo"][1e-3][2], result["elbo"][3e-2][2])
+    path = tmp_path / "check.pt"
+    mnist40.save_frozen_lr_check(result, path)
+    loaded = mnist40.load_frozen_lr_check(path)
+    assert loaded["check"]["lrs"] == [1e-3, 3e-2] and loaded["settings"] == settings
+    torch.testing.assert_close(loaded["elbo"][3e-2][2], result["elbo"][3e-2][2], atol=1e-4, rtol=0)
+    with pytest.raises(FileNotFoundError, match="frozen-lr"):
+        mnist40.load_frozen_lr_check(tmp_path / "missing.pt")
+
+
 def test_paths_are_the_repository_s_and_the_readme_has_the_table_markers():
     assert mnist40.ROOT == ROOT and mnist40.README_PATH == ROOT / "README.md"
     assert mnist40.checkpoint_path(80) == ROOT / "data/checkpoints/mnist40_K80.pt"
@@ -182,6 +206,6 @@ def test_paths_are_the_repository_s_and_the_readme_has_the_table_markers():
     assert text.count(mnist40.README_BEGIN) == 1 and text.count(mnist40.README_END) == 1
     usage = subprocess.run([sys.executable, str(ROOT / "scripts" / "mnist40.py"), "--help"],
                            capture_output=True, text=True, check=True, cwd=ROOT).stdout
-    for word in ("{train,extend,evaluate,frozen,readme}", "--flow-lengths", "--epochs", "--hours",
+    for word in ("{train,extend,evaluate,frozen,frozen-lr,readme}", "--flow-lengths", "--epochs", "--hours",
                  "--chunk-minutes", "--lr", "--threads"):
         assert word in usage, word

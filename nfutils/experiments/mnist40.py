@@ -541,3 +541,57 @@ def load_frozen(flow_lengths=FLOW_LENGTHS, results_dir: Path = RESULTS_DIR) -> d
             result[name][flow_length] = part[name].double()
         result["seconds"][flow_length] = part["seconds"]
     return result
+
+
+#: The learning-rate check of the frozen-decoder experiment: the two longest flows on the first
+#: ``images`` test images, fitted with each of ``lrs`` (everything else as ``FROZEN_SETTINGS``).
+#: A K = 80 flow contains every K = 40 flow (40 identity layers), so its best bound is at least
+#: as tight; which of the two ends ahead after a fixed number of steps is a question about the
+#: optimizer, and this check asks it at two learning rates.
+FROZEN_LR_CHECK = dict(flow_lengths=(40, 80), images=25, lrs=(2e-3, 5e-3))
+FROZEN_LR_PATH = RESULTS_DIR / "mnist40_frozen_decoder_lr_check.pt"
+
+
+def frozen_lr_check(decoder_checkpoint: Path, test_images: torch.Tensor,
+                    check: dict[str, Any] | None = None, settings: dict[str, Any] | None = None,
+                    seed: int = 0, dev: torch.device | None = None,
+                    progress: bool = False) -> dict[str, Any]:
+    """Run ``frozen_decoder_experiment`` for ``check["flow_lengths"]`` on the first
+    ``check["images"]`` images once per learning rate in ``check["lrs"]``.
+
+    Returns a dict with ``check``, the base ``settings``, the ``decoder`` and ``elbo``:
+    {learning rate: {K: per-image ELBO (images,) float64}}.
+    """
+    check = dict(FROZEN_LR_CHECK if check is None else check)
+    base = dict(FROZEN_SETTINGS if settings is None else settings)
+    elbo: dict[float, dict[int, torch.Tensor]] = {}
+    decoder = Path(decoder_checkpoint).name
+    for lr in check["lrs"]:
+        run = frozen_decoder_experiment(decoder_checkpoint, test_images, check["flow_lengths"],
+                                        dict(base, images=check["images"], lr=lr), seed=seed,
+                                        dev=dev, progress=progress)
+        elbo[float(lr)] = {k: run["elbo"][k] for k in check["flow_lengths"]}
+    return {"check": check, "settings": base, "decoder": decoder, "elbo": elbo}
+
+
+def save_frozen_lr_check(result: dict[str, Any], path: Path = FROZEN_LR_PATH) -> None:
+    """Write a ``frozen_lr_check`` result atomically (float32 per-image values)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = dict(result, check={name: (list(value) if isinstance(value, tuple) else value)
+                                  for name, value in result["check"].items()},
+                   elbo={lr: {k: values.float() for k, values in per_k.items()}
+                         for lr, per_k in result["elbo"].items()})
+    torch.save(payload, path.with_suffix(".pt.partial"))
+    os.replace(path.with_suffix(".pt.partial"), path)
+
+
+def load_frozen_lr_check(path: Path = FROZEN_LR_PATH) -> dict[str, Any]:
+    """The file of ``save_frozen_lr_check``, per-image values as float64."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `python scripts/mnist40.py frozen-lr`")
+    result = torch.load(path, weights_only=True)
+    result["elbo"] = {lr: {k: values.double() for k, values in per_k.items()}
+                      for lr, per_k in result["elbo"].items()}
+    return result
