@@ -30,6 +30,7 @@ from torch import Tensor
 __all__ = [
     "CheckpointError",
     "state_checksum",
+    "file_sha256",
     "save_checkpoint",
     "load_checkpoint",
     "check_writable",
@@ -58,6 +59,11 @@ def unconverted_checkpoint(path: str | os.PathLike, what: str) -> CheckpointErro
         f"`python {CONVERT_SCRIPT} {path}` (it rewrites the file in place, atomically, with a "
         "valid checksum), then load it again."
     )
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (ties saved results to the checkpoint they came from)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def state_checksum(state: dict[str, Any]) -> str:

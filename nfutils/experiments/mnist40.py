@@ -489,7 +489,8 @@ def frozen_decoder_experiment(decoder_checkpoint: Path, test_images: torch.Tenso
     dev = dev or device()
     model, _ = vae_training.load_vae(decoder_checkpoint, dev)
     images = test_images[: settings["images"]].to(dev)
-    result = {"settings": settings, "decoder": Path(decoder_checkpoint).name, "elbo": {},
+    result = {"settings": settings, "decoder": Path(decoder_checkpoint).name,
+              "decoder_sha256": checkpoints.file_sha256(decoder_checkpoint), "elbo": {},
               "log_px": {}, "seconds": {}}
     for flow_length in flow_lengths:
         start = time.perf_counter()
@@ -518,6 +519,7 @@ def save_frozen(result: dict[str, Any], results_dir: Path = RESULTS_DIR) -> None
     for flow_length in result["elbo"]:
         path = frozen_path(flow_length, results_dir)
         torch.save({"settings": result["settings"], "decoder": result["decoder"],
+                    "decoder_sha256": result["decoder_sha256"],
                     "elbo": result["elbo"][flow_length].float(),
                     "log_px": result["log_px"][flow_length].float(),
                     "seconds": result["seconds"][flow_length]}, path.with_suffix(".pt.partial"))
@@ -536,6 +538,10 @@ def load_frozen(flow_lengths=FLOW_LENGTHS, results_dir: Path = RESULTS_DIR) -> d
         if result.setdefault("settings", part["settings"]) != part["settings"]:
             raise ValueError(f"{path} was made with other settings ({part['settings']}) than "
                              f"the other Ks ({result['settings']}); rerun it")
+        if result.setdefault("decoder_sha256", part.get("decoder_sha256")) != part.get(
+                "decoder_sha256"):
+            raise ValueError(f"{path} was made with another decoder than the other Ks; rerun "
+                             f"`python scripts/mnist40.py frozen` for every K")
         result["decoder"] = part["decoder"]
         for name in ("elbo", "log_px"):
             result[name][flow_length] = part[name].double()
@@ -559,19 +565,22 @@ def frozen_lr_check(decoder_checkpoint: Path, test_images: torch.Tensor,
     """Run ``frozen_decoder_experiment`` for ``check["flow_lengths"]`` on the first
     ``check["images"]`` images once per learning rate in ``check["lrs"]``.
 
-    Returns a dict with ``check``, the base ``settings``, the ``decoder`` and ``elbo``:
+    Returns a dict with ``check``, the base ``settings``, the ``decoder`` (name and SHA-256)
+    and ``elbo``:
     {learning rate: {K: per-image ELBO (images,) float64}}.
     """
     check = dict(FROZEN_LR_CHECK if check is None else check)
     base = dict(FROZEN_SETTINGS if settings is None else settings)
     elbo: dict[float, dict[int, torch.Tensor]] = {}
-    decoder = Path(decoder_checkpoint).name
+    decoder, decoder_sha256 = Path(decoder_checkpoint).name, checkpoints.file_sha256(
+        decoder_checkpoint)
     for lr in check["lrs"]:
         run = frozen_decoder_experiment(decoder_checkpoint, test_images, check["flow_lengths"],
                                         dict(base, images=check["images"], lr=lr), seed=seed,
                                         dev=dev, progress=progress)
         elbo[float(lr)] = {k: run["elbo"][k] for k in check["flow_lengths"]}
-    return {"check": check, "settings": base, "decoder": decoder, "elbo": elbo}
+    return {"check": check, "settings": base, "decoder": decoder,
+            "decoder_sha256": decoder_sha256, "elbo": elbo}
 
 
 def save_frozen_lr_check(result: dict[str, Any], path: Path = FROZEN_LR_PATH) -> None:

@@ -21,7 +21,6 @@ they belong to, so that ``load_gaps`` never pairs results with another model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -33,6 +32,7 @@ from typing import Any
 import torch
 
 from nfutils import data, device, inference_gaps, training, vae, vae_training
+from nfutils.checkpoints import file_sha256
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository root
 CHECKPOINT_DIR = ROOT / "data" / "checkpoints"
@@ -123,11 +123,6 @@ def describe_training(checkpoint: dict[str, Any]) -> str:
                 f"{settings['max_grad_norm']:g}")
     beta = "the annealed beta_t" if settings.get("anneal") else "beta = 1"
     return f"Adam at a constant learning rate {settings.get('lr', float('nan')):g}; {beta}"
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file (ties saved results to the checkpoint they were computed from)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def gap_split(models: dict[int, vae.VAE], images: torch.Tensor,
