@@ -170,8 +170,13 @@ def test_frozen_results_round_trip_per_k(tiny_checkpoint, tmp_path):
     loaded = mnist40.load_frozen((0, 2), tmp_path)
     assert loaded["settings"] == settings and set(loaded["elbo"]) == {0, 2}
     torch.testing.assert_close(loaded["elbo"][2], result["elbo"][2], atol=1e-4, rtol=0)
+    assert loaded["decoder_sha256"] == checkpoints.file_sha256(tiny_checkpoint)
     with pytest.raises(FileNotFoundError, match="frozen --flow-lengths 80"):
         mnist40.load_frozen((80,), tmp_path)
+    part = torch.load(mnist40.frozen_path(2, tmp_path), weights_only=True)
+    torch.save(dict(part, decoder_sha256="0" * 64), mnist40.frozen_path(2, tmp_path))
+    with pytest.raises(ValueError, match="another decoder"):  # one K fitted to another decoder
+        mnist40.load_frozen((0, 2), tmp_path)
 
 
 def test_the_learning_rate_check_is_the_frozen_experiment_at_each_rate(tiny_checkpoint,
