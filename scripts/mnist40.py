@@ -28,7 +28,8 @@ from nfutils.experiments.mnist40 import (EXTEND_LR, FLOW_LENGTHS, FROZEN_LR_PATH
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Part 4: 40-D VAE with planar flows, K = 0..80")
-    parser.add_argument("what", choices=["train", "extend", "evaluate", "frozen", "frozen-lr", "readme"])
+    parser.add_argument("what", choices=["train", "extend", "evaluate", "frozen", "frozen-lr",
+                                         "readme"])
     parser.add_argument("--flow-lengths", type=int, nargs="+", default=list(FLOW_LENGTHS))
     parser.add_argument("--epochs", type=int, default=PLANNED_EPOCHS,
                         help="train: epochs per K; the learning rate decays to 0 at the last")

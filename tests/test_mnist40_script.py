@@ -211,6 +211,6 @@ def test_paths_are_the_repository_s_and_the_readme_has_the_table_markers():
     assert text.count(mnist40.README_BEGIN) == 1 and text.count(mnist40.README_END) == 1
     usage = subprocess.run([sys.executable, str(ROOT / "scripts" / "mnist40.py"), "--help"],
                            capture_output=True, text=True, check=True, cwd=ROOT).stdout
-    for word in ("{train,extend,evaluate,frozen,frozen-lr,readme}", "--flow-lengths", "--epochs", "--hours",
-                 "--chunk-minutes", "--lr", "--threads"):
+    for word in ("{train,extend,evaluate,frozen,frozen-lr,readme}", "--flow-lengths", "--epochs",
+                 "--hours", "--chunk-minutes", "--lr", "--threads"):
         assert word in usage, word

@@ -571,16 +571,14 @@ def frozen_lr_check(decoder_checkpoint: Path, test_images: torch.Tensor,
     """
     check = dict(FROZEN_LR_CHECK if check is None else check)
     base = dict(FROZEN_SETTINGS if settings is None else settings)
-    elbo: dict[float, dict[int, torch.Tensor]] = {}
-    decoder, decoder_sha256 = Path(decoder_checkpoint).name, checkpoints.file_sha256(
-        decoder_checkpoint)
+    result: dict[str, Any] = {"check": check, "settings": base, "elbo": {}}
     for lr in check["lrs"]:
         run = frozen_decoder_experiment(decoder_checkpoint, test_images, check["flow_lengths"],
                                         dict(base, images=check["images"], lr=lr), seed=seed,
                                         dev=dev, progress=progress)
-        elbo[float(lr)] = {k: run["elbo"][k] for k in check["flow_lengths"]}
-    return {"check": check, "settings": base, "decoder": decoder,
-            "decoder_sha256": decoder_sha256, "elbo": elbo}
+        result["elbo"][float(lr)] = {k: run["elbo"][k] for k in check["flow_lengths"]}
+        result["decoder"], result["decoder_sha256"] = run["decoder"], run["decoder_sha256"]
+    return result
 
 
 def save_frozen_lr_check(result: dict[str, Any], path: Path = FROZEN_LR_PATH) -> None:
