@@ -128,6 +128,7 @@ def fit_local_posteriors(
     progress: bool = False,
     standardized: bool = False,
     flow_start: str = "identity",
+    average_fraction: float = 0.0,
 ) -> LocalFlowPosterior:
     """Maximize each image's ELBO over its own posterior parameters, the decoder fixed.
 
@@ -137,6 +138,11 @@ def fit_local_posteriors(
     image and step, the learning rate warmed up over ``warmup_steps`` and decayed to 0 by a
     cosine (``training.warmup_cosine``), in the series' one loop (``training.run_steps``, which
     stops with ``NonFiniteLossError`` on a NaN bound). The decoder's weights are not changed.
+
+    With ``average_fraction`` > 0 the returned parameters are the mean of the iterates of the
+    last ``average_fraction`` of the steps (Polyak & Juditsky, 1992) instead of the last
+    iterate: the stochastic gradients leave each iterate jittering around the optimum, and the
+    mean of the jitter is smaller than any one of it.
 
     Args:
         decoder_model: a trained ``VAE`` (its decoder and prior define p(x, z)).
@@ -149,6 +155,8 @@ def fit_local_posteriors(
         standardized: the order z_K = mu + sigma * f(eps) instead of the paper's
             f(mu + sigma * eps) (``LocalFlowPosterior``).
         flow_start: "identity" or "encoder" (needs a model with the same K and the same order).
+        average_fraction: in [0, 1): the share of the final steps whose iterates are averaged
+            (0: the last iterate).
 
     Returns:
         the fitted ``LocalFlowPosterior`` (B images).
@@ -156,6 +164,8 @@ def fit_local_posteriors(
     if num_steps < 1 or num_samples < 1:
         raise ValueError(f"need num_steps >= 1 and num_samples >= 1; got {num_steps}, "
                          f"{num_samples}")
+    if not 0.0 <= average_fraction < 1.0:
+        raise ValueError(f"average_fraction must be in [0, 1), got {average_fraction}")
     if flow_start not in ("identity", "encoder"):
         raise ValueError(f'flow_start must be "identity" or "encoder", got {flow_start!r}')
     if flow_start == "encoder" and flow_length > 0 and (
@@ -178,16 +188,35 @@ def fit_local_posteriors(
     def step_loss(step: int) -> Tensor:
         return -_log_weights(decoder_model, q, x, num_samples, generator).mean(0).sum()
 
+    first_averaged = num_steps - int(round(average_fraction * num_steps))
+    averages = [p.detach().clone() for p in q.parameters()]
+
+    def average_iterates(step: int, loss: Tensor, grad_norm: float | None) -> None:
+        if step < first_averaged:
+            return
+        count = step - first_averaged + 1  # running mean of the iterates after steps >= first
+        with torch.no_grad():
+            for average, parameter in zip(averages, q.parameters()):
+                if count == 1:
+                    average.copy_(parameter)
+                else:
+                    average.add_(parameter - average, alpha=1.0 / count)
+
     trainable = [p for p in decoder_model.parameters() if p.requires_grad]
     for parameter in trainable:  # the decoder stays fixed (and no gradients are computed for it)
         parameter.requires_grad_(False)
     try:
         run_steps(q, optimizer, step_loss, History(), num_steps, lr,
                   lr_factor=lambda step: warmup_cosine(step, num_steps, warmup),
+                  after_step=average_iterates if first_averaged < num_steps else None,
                   progress=progress, desc=f"K={flow_length}")
     finally:
         for parameter in trainable:
             parameter.requires_grad_(True)
+    if first_averaged < num_steps:
+        with torch.no_grad():
+            for average, parameter in zip(averages, q.parameters()):
+                parameter.copy_(average)
     return q
 
 

@@ -6,6 +6,7 @@
     python scripts/mnist40.py evaluate --flow-lengths 80 10 0   # -> data/results/mnist40_eval_K*.pt
     python scripts/mnist40.py frozen --flow-lengths 80 0        # -> data/results/mnist40_frozen_decoder_K*.pt
     python scripts/mnist40.py frozen-lr                         # K = 40 and 80 at two learning rates
+    python scripts/mnist40.py frozen-budget --flow-lengths 80   # K = 40 and 80 at growing budgets
     python scripts/mnist40.py readme                            # rewrite the README's Part 4 table
 """
 
@@ -17,19 +18,22 @@ import time
 import torch
 
 from nfutils import data
-from nfutils.experiments.mnist40 import (EXTEND_LR, FLOW_LENGTHS, FROZEN_LR_PATH,
+from nfutils.experiments.mnist40 import (EXTEND_LR, FLOW_LENGTHS, FROZEN_BUDGET_CHECK,
+                                         FROZEN_LR_PATH,
                                          PLANNED_EPOCHS, README_PATH, ROOT, checkpoint_path,
                                          eval_path, evaluate_checkpoint,
+                                         frozen_budget_check, frozen_budget_path,
                                          frozen_decoder_experiment, frozen_lr_check, frozen_path,
                                          load_evaluations, results_table, save_evaluation,
-                                         save_frozen, save_frozen_lr_check, summary_rows,
+                                         save_frozen, save_frozen_budget_check,
+                                         save_frozen_lr_check, summary_rows,
                                          train_sweep, update_readme)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Part 4: 40-D VAE with planar flows, K = 0..80")
     parser.add_argument("what", choices=["train", "extend", "evaluate", "frozen", "frozen-lr",
-                                         "readme"])
+                                         "frozen-budget", "readme"])
     parser.add_argument("--flow-lengths", type=int, nargs="+", default=list(FLOW_LENGTHS))
     parser.add_argument("--epochs", type=int, default=PLANNED_EPOCHS,
                         help="train: epochs per K; the learning rate decays to 0 at the last")
@@ -65,6 +69,14 @@ def main() -> None:
         result = frozen_lr_check(checkpoint_path(0), data.binarized_test_set()[0], progress=True)
         save_frozen_lr_check(result)
         print(f"wrote {FROZEN_LR_PATH.relative_to(ROOT)}")
+    elif args.what == "frozen-budget":  # one file per K: run one process per K
+        flow_lengths = [k for k in args.flow_lengths if k in FROZEN_BUDGET_CHECK["flow_lengths"]]
+        if not flow_lengths:
+            parser.error(f"frozen-budget checks K in {FROZEN_BUDGET_CHECK['flow_lengths']}")
+        result = frozen_budget_check(checkpoint_path(0), data.binarized_test_set()[0],
+                                     flow_lengths, progress=True)
+        save_frozen_budget_check(result)
+        print(f"wrote {', '.join(str(frozen_budget_path(k).relative_to(ROOT)) for k in flow_lengths)}")
     else:
         rows = summary_rows(load_evaluations())
         update_readme(rows)

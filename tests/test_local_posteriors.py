@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from nfutils import local_posteriors as lp
 from nfutils.vae import VAE, bound, grid_posterior
@@ -93,3 +94,33 @@ def test_bad_arguments():
         lp.LocalFlowPosterior(torch.zeros(3), torch.zeros(3), 2)
     with pytest.raises(ValueError, match="num_steps"):
         lp.fit_local_posteriors(tiny_model(), images(2), 2, num_steps=0)
+
+
+def test_averaged_fit_returns_the_mean_of_the_last_iterates():
+    """The iterates are recorded by a global optimizer hook, independently of the fit's own
+    running mean; averaging the last quarter of 40 steps must give the mean of steps 30..39."""
+    model = tiny_model().eval()
+    x = images(3)
+    iterates = []
+
+    def record(optimizer, args, kwargs):
+        iterates.append([p.detach().clone() for group in optimizer.param_groups
+                         for p in group["params"]])
+
+    handle = register_optimizer_step_post_hook(record)
+    try:
+        q = lp.fit_local_posteriors(model, x, 3, num_steps=40, num_samples=2, lr=1e-2,
+                                    warmup_steps=5, average_fraction=0.25,
+                                    generator=torch.Generator().manual_seed(0))
+    finally:
+        handle.remove()
+    assert len(iterates) == 40
+    expected = [torch.stack(values).mean(0) for values in zip(*iterates[30:])]
+    for parameter, mean in zip(q.parameters(), expected):
+        torch.testing.assert_close(parameter.detach(), mean, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(expected[0], iterates[-1][0])  # the average is not the last iterate
+    plain = lp.fit_local_posteriors(model, x, 3, num_steps=40, num_samples=2, lr=1e-2,
+                                    warmup_steps=5, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(plain.mu.detach(), iterates[-1][0])  # 0: the last iterate
+    with pytest.raises(ValueError, match="average_fraction"):
+        lp.fit_local_posteriors(model, x, 3, num_steps=4, average_fraction=1.0)

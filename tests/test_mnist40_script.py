@@ -203,6 +203,38 @@ def test_the_learning_rate_check_is_the_frozen_experiment_at_each_rate(tiny_chec
         mnist40.load_frozen_lr_check(tmp_path / "missing.pt")
 
 
+def test_the_budget_check_is_the_frozen_experiment_at_each_budget(tiny_checkpoint, tmp_path):
+    settings = dict(images=100, num_steps=5, num_samples=2, lr=1e-2, warmup_steps=1,
+                    elbo_samples=10, is_samples=20)
+    budgets = (dict(num_steps=4, num_samples=2, average_fraction=0.0),
+               dict(num_steps=8, num_samples=3, average_fraction=0.5))
+    check = dict(flow_lengths=(0, 2), images=2, budgets=budgets)
+    result = mnist40.frozen_budget_check(tiny_checkpoint, tiny_images(), check=check,
+                                         settings=settings, dev=torch.device("cpu"))
+    for index, budget in enumerate(budgets):  # the same numbers as the frozen experiment run
+        direct = mnist40.frozen_decoder_experiment(tiny_checkpoint, tiny_images(), (0, 2),
+                                                   dict(settings, images=2, **budget),
+                                                   dev=torch.device("cpu"))
+        for k in (0, 2):
+            assert result["elbo"][k][index].shape == (2,)
+            torch.testing.assert_close(result["elbo"][k][index], direct["elbo"][k])
+    assert not torch.equal(result["elbo"][2][0], result["elbo"][2][1])
+    only_two = mnist40.frozen_budget_check(tiny_checkpoint, tiny_images(), (2,), check, settings,
+                                           dev=torch.device("cpu"))
+    mnist40.save_frozen_budget_check(only_two, tmp_path)  # one process per K, one file per K
+    with pytest.raises(FileNotFoundError, match="frozen-budget --flow-lengths 0"):
+        mnist40.load_frozen_budget_check((0, 2), tmp_path)
+    mnist40.save_frozen_budget_check(result, tmp_path)
+    loaded = mnist40.load_frozen_budget_check((0, 2), tmp_path)
+    assert loaded["check"]["budgets"][1] == budgets[1] and loaded["settings"] == settings
+    assert loaded["decoder_sha256"] == checkpoints.file_sha256(tiny_checkpoint)
+    torch.testing.assert_close(loaded["elbo"][2][1], result["elbo"][2][1], atol=1e-4, rtol=0)
+    part = torch.load(mnist40.frozen_budget_path(2, tmp_path), weights_only=True)
+    torch.save(dict(part, decoder_sha256="0" * 64), mnist40.frozen_budget_path(2, tmp_path))
+    with pytest.raises(ValueError, match="decoder_sha256"):  # one K fitted to another decoder
+        mnist40.load_frozen_budget_check((0, 2), tmp_path)
+
+
 def test_paths_are_the_repository_s_and_the_readme_has_the_table_markers():
     assert mnist40.ROOT == ROOT and mnist40.README_PATH == ROOT / "README.md"
     assert mnist40.checkpoint_path(80) == ROOT / "data/checkpoints/mnist40_K80.pt"
@@ -211,6 +243,6 @@ def test_paths_are_the_repository_s_and_the_readme_has_the_table_markers():
     assert text.count(mnist40.README_BEGIN) == 1 and text.count(mnist40.README_END) == 1
     usage = subprocess.run([sys.executable, str(ROOT / "scripts" / "mnist40.py"), "--help"],
                            capture_output=True, text=True, check=True, cwd=ROOT).stdout
-    for word in ("{train,extend,evaluate,frozen,frozen-lr,readme}", "--flow-lengths", "--epochs",
+    for word in ("{train,extend,evaluate,frozen,frozen-lr,frozen-budget,readme}", "--flow-lengths", "--epochs",
                  "--hours", "--chunk-minutes", "--lr", "--threads"):
         assert word in usage, word

@@ -498,7 +498,8 @@ def frozen_decoder_experiment(decoder_checkpoint: Path, test_images: torch.Tenso
         q = local_posteriors.fit_local_posteriors(
             model, images, flow_length, num_steps=settings["num_steps"],
             num_samples=settings["num_samples"], lr=settings["lr"],
-            warmup_steps=settings["warmup_steps"], generator=generator)
+            warmup_steps=settings["warmup_steps"], generator=generator,
+            average_fraction=settings.get("average_fraction", 0.0))
         result["seconds"][flow_length] = round(time.perf_counter() - start, 1)
         eval_generator = torch.Generator(device=dev).manual_seed(seed + 1)
         result["elbo"][flow_length] = local_posteriors.local_elbo(
@@ -601,4 +602,94 @@ def load_frozen_lr_check(path: Path = FROZEN_LR_PATH) -> dict[str, Any]:
     result = torch.load(path, weights_only=True)
     result["elbo"] = {lr: {k: values.double() for k, values in per_k.items()}
                       for lr, per_k in result["elbo"].items()}
+    return result
+
+
+#: The budget check of the frozen-decoder experiment: the two longest flows on the first
+#: ``images`` test images, fitted at growing optimization budgets (each a change of
+#: ``FROZEN_SETTINGS``): the main setting; the mean of the last half's iterates instead of the
+#: last iterate; four times the samples per step; four times the steps. If K = 80 is behind
+#: K = 40 only because it is fitted less well, the gap between them must shrink as the fits
+#: improve.
+FROZEN_BUDGET_CHECK = dict(flow_lengths=(40, 80), images=25, budgets=(
+    dict(num_steps=4000, num_samples=8, average_fraction=0.0),
+    dict(num_steps=4000, num_samples=8, average_fraction=0.5),
+    dict(num_steps=4000, num_samples=32, average_fraction=0.5),
+    dict(num_steps=16000, num_samples=32, average_fraction=0.5),
+))
+
+
+def frozen_budget_path(flow_length: int, results_dir: Path = RESULTS_DIR) -> Path:
+    """One K's part of the budget check (``frozen-budget`` writes it)."""
+    return Path(results_dir) / f"mnist40_frozen_decoder_budget_K{flow_length}.pt"
+
+
+def frozen_budget_check(decoder_checkpoint: Path, test_images: torch.Tensor,
+                        flow_lengths=None, check: dict[str, Any] | None = None,
+                        settings: dict[str, Any] | None = None, seed: int = 0,
+                        dev: torch.device | None = None, progress: bool = False
+                        ) -> dict[str, Any]:
+    """Run ``frozen_decoder_experiment`` on the first ``check["images"]`` images once per
+    budget in ``check["budgets"]``, for ``flow_lengths`` (default ``check["flow_lengths"]``).
+
+    Returns a dict with ``check``, the base ``settings``, the ``decoder`` (name and SHA-256),
+    ``elbo``: {K: [per-image ELBO (images,) float64, one per budget]} and ``seconds``:
+    {K: [fitting seconds, one per budget]}.
+    """
+    check = dict(FROZEN_BUDGET_CHECK if check is None else check)
+    base = dict(FROZEN_SETTINGS if settings is None else settings)
+    flow_lengths = check["flow_lengths"] if flow_lengths is None else flow_lengths
+    result: dict[str, Any] = {"check": check, "settings": base,
+                              "elbo": {k: [] for k in flow_lengths},
+                              "seconds": {k: [] for k in flow_lengths}}
+    for budget in check["budgets"]:
+        run = frozen_decoder_experiment(decoder_checkpoint, test_images, flow_lengths,
+                                        dict(base, images=check["images"], **budget), seed=seed,
+                                        dev=dev, progress=progress)
+        for k in flow_lengths:
+            result["elbo"][k].append(run["elbo"][k])
+            result["seconds"][k].append(run["seconds"][k])
+        result["decoder"], result["decoder_sha256"] = run["decoder"], run["decoder_sha256"]
+    return result
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively (what ``torch.load(weights_only=True)`` reads back)."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {name: _plain(item) for name, item in value.items()}
+    return value
+
+
+def save_frozen_budget_check(result: dict[str, Any], results_dir: Path = RESULTS_DIR) -> None:
+    """Write each K of a ``frozen_budget_check`` result to its own file, atomically."""
+    Path(results_dir).mkdir(parents=True, exist_ok=True)
+    for flow_length, values in result["elbo"].items():
+        path = frozen_budget_path(flow_length, results_dir)
+        torch.save({"check": _plain(result["check"]), "settings": result["settings"],
+                    "decoder": result["decoder"], "decoder_sha256": result["decoder_sha256"],
+                    "elbo": [v.float() for v in values],
+                    "seconds": list(result["seconds"][flow_length])},
+                   path.with_suffix(".pt.partial"))
+        os.replace(path.with_suffix(".pt.partial"), path)
+
+
+def load_frozen_budget_check(flow_lengths=FROZEN_BUDGET_CHECK["flow_lengths"],
+                             results_dir: Path = RESULTS_DIR) -> dict[str, Any]:
+    """The files of ``save_frozen_budget_check``, combined; per-image values as float64."""
+    result: dict[str, Any] = {"elbo": {}, "seconds": {}}
+    for flow_length in flow_lengths:
+        path = frozen_budget_path(flow_length, results_dir)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run `python scripts/mnist40.py "
+                                    f"frozen-budget --flow-lengths {flow_length}`")
+        part = torch.load(path, weights_only=True)
+        for name in ("check", "settings", "decoder_sha256"):
+            if result.setdefault(name, part[name]) != part[name]:
+                raise ValueError(f"{path} has another {name} than the other Ks; rerun "
+                                 f"`python scripts/mnist40.py frozen-budget` for every K")
+        result["decoder"] = part["decoder"]
+        result["elbo"][flow_length] = [v.double() for v in part["elbo"]]
+        result["seconds"][flow_length] = part["seconds"]
     return result
