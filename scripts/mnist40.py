@@ -13,9 +13,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+# this checkout's nfutils first, also where another checkout is installed (a run from a
+# git worktree pinned to a commit while the main checkout is being edited)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nfutils import data
 from nfutils.experiments.mnist40 import (EXTEND_LR, FLOW_LENGTHS, FROZEN_BUDGET_CHECK,
@@ -24,7 +30,8 @@ from nfutils.experiments.mnist40 import (EXTEND_LR, FLOW_LENGTHS, FROZEN_BUDGET_
                                          eval_path, evaluate_checkpoint,
                                          frozen_budget_check, frozen_budget_path,
                                          frozen_decoder_experiment, frozen_lr_check, frozen_path,
-                                         load_evaluations, results_table, save_evaluation,
+                                         load_evaluations, load_frozen_budget_check,
+                                         results_table, save_evaluation,
                                          save_frozen, save_frozen_budget_check,
                                          save_frozen_lr_check, summary_rows,
                                          train_sweep, update_readme)
@@ -73,8 +80,12 @@ def main() -> None:
         flow_lengths = [k for k in args.flow_lengths if k in FROZEN_BUDGET_CHECK["flow_lengths"]]
         if not flow_lengths:
             parser.error(f"frozen-budget checks K in {FROZEN_BUDGET_CHECK['flow_lengths']}")
+        try:  # budgets already fitted (same images, settings and decoder) are kept
+            previous = load_frozen_budget_check(flow_lengths)
+        except (FileNotFoundError, ValueError):
+            previous = None
         result = frozen_budget_check(checkpoint_path(0), data.binarized_test_set()[0],
-                                     flow_lengths, progress=True)
+                                     flow_lengths, progress=True, previous=previous)
         save_frozen_budget_check(result)
         print(f"wrote {', '.join(str(frozen_budget_path(k).relative_to(ROOT)) for k in flow_lengths)}")
     else:

@@ -14,9 +14,15 @@ median and maximum gradient norm over the last ``--every`` updates.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+# this checkout's nfutils first, also where another checkout is installed (a run from a
+# git worktree pinned to a commit while the main checkout is being edited)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nfutils import data, flows, training, vae, vae_training
 

@@ -15,8 +15,13 @@ Outputs of the runs the notebook cites: scripts/results/part1_annealing.txt.
 
 import math
 import sys
+from pathlib import Path
 
 import torch
+
+# this checkout's nfutils first, also where another checkout is installed (a run from a
+# git worktree pinned to a commit while the main checkout is being edited)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nfutils import flows, potentials, training
 

@@ -12,9 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+# this checkout's nfutils first, also where another checkout is installed (a run from a
+# git worktree pinned to a commit while the main checkout is being edited)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nfutils import data, device, training, vae_training
 from nfutils.experiments.vae2d import (CURVE_DEFAULTS, CURVES_PATH, GAP_IMAGES, GAPS_PATH, ROOT,

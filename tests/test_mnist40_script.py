@@ -229,6 +229,19 @@ def test_the_budget_check_is_the_frozen_experiment_at_each_budget(tiny_checkpoin
     assert loaded["check"]["budgets"][1] == budgets[1] and loaded["settings"] == settings
     assert loaded["decoder_sha256"] == checkpoints.file_sha256(tiny_checkpoint)
     torch.testing.assert_close(loaded["elbo"][2][1], result["elbo"][2][1], atol=1e-4, rtol=0)
+    longer = dict(check, budgets=budgets + (dict(num_steps=6, num_samples=2, average_fraction=0.5),))
+    grown = mnist40.frozen_budget_check(tiny_checkpoint, tiny_images(), check=longer,
+                                        settings=settings, dev=torch.device("cpu"), previous=loaded)
+    assert grown["seconds"][2][:2] == loaded["seconds"][2]  # kept, not refitted
+    assert torch.equal(grown["elbo"][2][1], loaded["elbo"][2][1]) and len(grown["elbo"][2]) == 3
+    direct = mnist40.frozen_decoder_experiment(tiny_checkpoint, tiny_images(), (0, 2),
+                                               dict(settings, images=2, **longer["budgets"][2]),
+                                               dev=torch.device("cpu"))
+    torch.testing.assert_close(grown["elbo"][2][2], direct["elbo"][2])
+    other = mnist40.frozen_budget_check(tiny_checkpoint, tiny_images(), check=longer,
+                                        settings=dict(settings, lr=3e-2),
+                                        dev=torch.device("cpu"), previous=loaded)
+    assert not torch.equal(other["elbo"][2][0], loaded["elbo"][2][0])  # other settings: refitted
     part = torch.load(mnist40.frozen_budget_path(2, tmp_path), weights_only=True)
     torch.save(dict(part, decoder_sha256="0" * 64), mnist40.frozen_budget_path(2, tmp_path))
     with pytest.raises(ValueError, match="decoder_sha256"):  # one K fitted to another decoder
