@@ -142,7 +142,8 @@ def fit_local_posteriors(
     With ``average_fraction`` > 0 the returned parameters are the mean of the iterates of the
     last ``average_fraction`` of the steps (Polyak & Juditsky, 1992) instead of the last
     iterate: the stochastic gradients leave each iterate jittering around the optimum, and the
-    mean of the jitter is smaller than any one of it.
+    mean of the iterates lies closer to it than a typical one. Any parameters give a valid bound,
+    so the averaged posterior is as legitimate a q as the last iterate.
 
     Args:
         decoder_model: a trained ``VAE`` (its decoder and prior define p(x, z)).
