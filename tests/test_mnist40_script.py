@@ -174,7 +174,8 @@ def test_frozen_results_round_trip_per_k(tiny_checkpoint, tmp_path):
     with pytest.raises(FileNotFoundError, match="frozen --flow-lengths 80"):
         mnist40.load_frozen((80,), tmp_path)
     part = torch.load(mnist40.frozen_path(2, tmp_path), weights_only=True)
-    torch.save(dict(part, decoder_sha256="0" * 64), mnist40.frozen_path(2, tmp_path))
+    checkpoints.save_checkpoint(dict(part, decoder_sha256="0" * 64),  # a consistent file
+                                mnist40.frozen_path(2, tmp_path))
     with pytest.raises(ValueError, match="another decoder"):  # one K fitted to another decoder
         mnist40.load_frozen((0, 2), tmp_path)
 
@@ -243,7 +244,8 @@ def test_the_budget_check_is_the_frozen_experiment_at_each_budget(tiny_checkpoin
                                         dev=torch.device("cpu"), previous=loaded)
     assert not torch.equal(other["elbo"][2][0], loaded["elbo"][2][0])  # other settings: refitted
     part = torch.load(mnist40.frozen_budget_path(2, tmp_path), weights_only=True)
-    torch.save(dict(part, decoder_sha256="0" * 64), mnist40.frozen_budget_path(2, tmp_path))
+    checkpoints.save_checkpoint(dict(part, decoder_sha256="0" * 64),  # a consistent file
+                                mnist40.frozen_budget_path(2, tmp_path))
     with pytest.raises(ValueError, match="decoder_sha256"):  # one K fitted to another decoder
         mnist40.load_frozen_budget_check((0, 2), tmp_path)
 

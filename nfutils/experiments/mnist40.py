@@ -348,11 +348,37 @@ def evaluate_checkpoint(path: Path, test_images: torch.Tensor,
 
 def save_evaluation(result: dict[str, Any], path: Path) -> None:
     """Write one K's evaluation atomically (read back with ``load_evaluations``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".pt.partial")
-    torch.save({**result, "values": {k: v.float() for k, v in result["values"].items()},
-                "torch": str(torch.__version__)}, tmp)
-    os.replace(tmp, path)
+    checkpoints.save_checkpoint({**result, "values": {k: v.float() for k, v in
+                                                       result["values"].items()},
+                                 "torch": str(torch.__version__)}, path)
+
+
+def _read_result(path: Path, command: str, required: tuple[str, ...]) -> dict[str, Any]:
+    """A results file of this module (``checkpoints.load_checkpoint``: weights only, checksum
+    verified), or FileNotFoundError naming the ``scripts/mnist40.py`` command that writes it."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} not found: run `python scripts/mnist40.py {command}`")
+    result = checkpoints.load_checkpoint(path, required=required)
+    result.pop("checksum", None)
+    return result
+
+
+def _read_per_k(path_of, flow_lengths, command: str, required: tuple[str, ...],
+                same: dict[str, str]) -> dict[int, dict[str, Any]]:
+    """K -> that K's results file (``_read_result``), checked to agree on the keys of ``same``
+    (key -> what a difference means, for the error)."""
+    parts: dict[int, dict[str, Any]] = {}
+    for flow_length in flow_lengths:
+        path = path_of(flow_length)
+        part = _read_result(path, f"{command} --flow-lengths {flow_length}", required)
+        reference = next(iter(parts.values()), part)  # the first K's file
+        for key, meaning in same.items():
+            if part.get(key) != reference.get(key):
+                raise ValueError(f"{path} was made with {meaning} than the other Ks (its {key} "
+                                 f"differs); rerun `python scripts/mnist40.py {command}` for "
+                                 f"every K")
+        parts[flow_length] = part
+    return parts
 
 
 def load_evaluations(flow_lengths=FLOW_LENGTHS, results_dir: Path = RESULTS_DIR
@@ -360,12 +386,8 @@ def load_evaluations(flow_lengths=FLOW_LENGTHS, results_dir: Path = RESULTS_DIR
     """K -> the evaluation written by ``evaluate`` (FileNotFoundError says how to make it)."""
     results = {}
     for flow_length in flow_lengths:
-        path = eval_path(flow_length, results_dir)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} not found: run `python scripts/mnist40.py evaluate "
-                f"--flow-lengths {flow_length}` (minutes per K on a CPU)")
-        result = torch.load(path, weights_only=True)
+        result = _read_result(eval_path(flow_length, results_dir),
+                              f"evaluate --flow-lengths {flow_length}", ("values",))
         result["values"] = {k: v.double() for k, v in result["values"].items()}
         results[flow_length] = result
     return results
@@ -516,38 +538,35 @@ def frozen_decoder_experiment(decoder_checkpoint: Path, test_images: torch.Tenso
 
 def save_frozen(result: dict[str, Any], results_dir: Path = RESULTS_DIR) -> None:
     """Write each K of a ``frozen_decoder_experiment`` result to its own file, atomically."""
-    Path(results_dir).mkdir(parents=True, exist_ok=True)
     for flow_length in result["elbo"]:
-        path = frozen_path(flow_length, results_dir)
-        torch.save({"settings": result["settings"], "decoder": result["decoder"],
-                    "decoder_sha256": result["decoder_sha256"],
-                    "elbo": result["elbo"][flow_length].float(),
-                    "log_px": result["log_px"][flow_length].float(),
-                    "seconds": result["seconds"][flow_length]}, path.with_suffix(".pt.partial"))
-        os.replace(path.with_suffix(".pt.partial"), path)
+        checkpoints.save_checkpoint({"settings": result["settings"], "decoder": result["decoder"],
+                                     "decoder_sha256": result["decoder_sha256"],
+                                     "elbo": result["elbo"][flow_length].float(),
+                                     "log_px": result["log_px"][flow_length].float(),
+                                     "seconds": result["seconds"][flow_length]},
+                                    frozen_path(flow_length, results_dir))
 
 
 def load_frozen(flow_lengths=FLOW_LENGTHS, results_dir: Path = RESULTS_DIR) -> dict[str, Any]:
     """The files of ``save_frozen``, combined as ``frozen_decoder_experiment`` returns them."""
-    result: dict[str, Any] = {"elbo": {}, "log_px": {}, "seconds": {}}
-    for flow_length in flow_lengths:
-        path = frozen_path(flow_length, results_dir)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: run `python scripts/mnist40.py frozen "
-                                    f"--flow-lengths {flow_length}`")
-        part = torch.load(path, weights_only=True)
-        if result.setdefault("settings", part["settings"]) != part["settings"]:
-            raise ValueError(f"{path} was made with other settings ({part['settings']}) than "
-                             f"the other Ks ({result['settings']}); rerun it")
-        if result.setdefault("decoder_sha256", part.get("decoder_sha256")) != part.get(
-                "decoder_sha256"):
-            raise ValueError(f"{path} was made with another decoder than the other Ks; rerun "
-                             f"`python scripts/mnist40.py frozen` for every K")
-        result["decoder"] = part["decoder"]
-        for name in ("elbo", "log_px"):
-            result[name][flow_length] = part[name].double()
-        result["seconds"][flow_length] = part["seconds"]
-    return result
+    parts = _read_per_k(lambda k: frozen_path(k, results_dir), flow_lengths, "frozen",
+                        ("settings", "elbo", "log_px"),
+                        {"settings": "other settings", "decoder_sha256": "another decoder"})
+    first = next(iter(parts.values()))
+    return {"settings": first["settings"], "decoder": first["decoder"],
+            "decoder_sha256": first.get("decoder_sha256"),
+            "elbo": {k: part["elbo"].double() for k, part in parts.items()},
+            "log_px": {k: part["log_px"].double() for k, part in parts.items()},
+            "seconds": {k: part["seconds"] for k, part in parts.items()}}
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively (what ``torch.load(weights_only=True)`` reads back)."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {name: _plain(item) for name, item in value.items()}
+    return value
 
 
 #: The learning-rate check of the frozen-decoder experiment: the two longest flows on the first
@@ -584,22 +603,14 @@ def frozen_lr_check(decoder_checkpoint: Path, test_images: torch.Tensor,
 
 def save_frozen_lr_check(result: dict[str, Any], path: Path = FROZEN_LR_PATH) -> None:
     """Write a ``frozen_lr_check`` result atomically (float32 per-image values)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = dict(result, check={name: (list(value) if isinstance(value, tuple) else value)
-                                  for name, value in result["check"].items()},
-                   elbo={lr: {k: values.float() for k, values in per_k.items()}
-                         for lr, per_k in result["elbo"].items()})
-    torch.save(payload, path.with_suffix(".pt.partial"))
-    os.replace(path.with_suffix(".pt.partial"), path)
+    checkpoints.save_checkpoint(dict(result, check=_plain(result["check"]),
+                                     elbo={lr: {k: values.float() for k, values in per_k.items()}
+                                           for lr, per_k in result["elbo"].items()}), path)
 
 
 def load_frozen_lr_check(path: Path = FROZEN_LR_PATH) -> dict[str, Any]:
     """The file of ``save_frozen_lr_check``, per-image values as float64."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `python scripts/mnist40.py frozen-lr`")
-    result = torch.load(path, weights_only=True)
+    result = _read_result(path, "frozen-lr", ("check", "elbo"))
     result["elbo"] = {lr: {k: values.double() for k, values in per_k.items()}
                       for lr, per_k in result["elbo"].items()}
     return result
@@ -673,43 +684,26 @@ def frozen_budget_check(decoder_checkpoint: Path, test_images: torch.Tensor,
     return result
 
 
-def _plain(value: Any) -> Any:
-    """Tuples as lists, recursively (what ``torch.load(weights_only=True)`` reads back)."""
-    if isinstance(value, (tuple, list)):
-        return [_plain(item) for item in value]
-    if isinstance(value, dict):
-        return {name: _plain(item) for name, item in value.items()}
-    return value
-
-
 def save_frozen_budget_check(result: dict[str, Any], results_dir: Path = RESULTS_DIR) -> None:
     """Write each K of a ``frozen_budget_check`` result to its own file, atomically."""
-    Path(results_dir).mkdir(parents=True, exist_ok=True)
     for flow_length, values in result["elbo"].items():
-        path = frozen_budget_path(flow_length, results_dir)
-        torch.save({"check": _plain(result["check"]), "settings": result["settings"],
-                    "decoder": result["decoder"], "decoder_sha256": result["decoder_sha256"],
-                    "elbo": [v.float() for v in values],
-                    "seconds": list(result["seconds"][flow_length])},
-                   path.with_suffix(".pt.partial"))
-        os.replace(path.with_suffix(".pt.partial"), path)
+        checkpoints.save_checkpoint({"check": _plain(result["check"]),
+                                     "settings": result["settings"], "decoder": result["decoder"],
+                                     "decoder_sha256": result["decoder_sha256"],
+                                     "elbo": [v.float() for v in values],
+                                     "seconds": list(result["seconds"][flow_length])},
+                                    frozen_budget_path(flow_length, results_dir))
 
 
 def load_frozen_budget_check(flow_lengths=FROZEN_BUDGET_CHECK["flow_lengths"],
                              results_dir: Path = RESULTS_DIR) -> dict[str, Any]:
     """The files of ``save_frozen_budget_check``, combined; per-image values as float64."""
-    result: dict[str, Any] = {"elbo": {}, "seconds": {}}
-    for flow_length in flow_lengths:
-        path = frozen_budget_path(flow_length, results_dir)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: run `python scripts/mnist40.py "
-                                    f"frozen-budget --flow-lengths {flow_length}`")
-        part = torch.load(path, weights_only=True)
-        for name in ("check", "settings", "decoder_sha256"):
-            if result.setdefault(name, part[name]) != part[name]:
-                raise ValueError(f"{path} has another {name} than the other Ks; rerun "
-                                 f"`python scripts/mnist40.py frozen-budget` for every K")
-        result["decoder"] = part["decoder"]
-        result["elbo"][flow_length] = [v.double() for v in part["elbo"]]
-        result["seconds"][flow_length] = part["seconds"]
-    return result
+    parts = _read_per_k(lambda k: frozen_budget_path(k, results_dir), flow_lengths,
+                        "frozen-budget", ("check", "settings", "elbo"),
+                        {"check": "another list of budgets", "settings": "other settings",
+                         "decoder_sha256": "another decoder"})
+    first = next(iter(parts.values()))
+    return {"check": first["check"], "settings": first["settings"], "decoder": first["decoder"],
+            "decoder_sha256": first["decoder_sha256"],
+            "elbo": {k: [v.double() for v in part["elbo"]] for k, part in parts.items()},
+            "seconds": {k: part["seconds"] for k, part in parts.items()}}
