@@ -32,14 +32,17 @@ lab: $(STAMP)
 notebooks: $(STAMP)
 ifeq ($(QUICK),)
 	@for nb in $(NOTEBOOKS); do \
-	  echo "== $$nb (full mode)"; \
+	  echo "== $$nb (full mode)"; start=$$(date +%s); \
 	  ( cd notebooks && ../$(VENV)/bin/papermill --execution-timeout 1800 --cwd . "$$(basename $$nb)" "$$(basename $$nb)" ) || exit 1; \
+	  echo "== $$nb: full mode, $$(( $$(date +%s) - start )) s (load: $$(cut -d' ' -f1-3 /proc/loadavg))"; \
 	done
 else
 	@mkdir -p outputs
 	@for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb (quick mode) -> outputs/"; \
+	  start=$$(date +%s); \
 	  NF_QUICK=1 $(VENV)/bin/papermill --execution-timeout 600 --cwd notebooks "$$nb" "outputs/$$(basename $$nb)" || exit 1; \
+	  echo "== $$nb: quick mode, $$(( $$(date +%s) - start )) s"; \
 	done
 endif
 
