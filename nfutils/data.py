@@ -59,6 +59,7 @@ __all__ = [
     "DEFAULT_ROOT",
     "MnistIntegrityError",
     "load_mnist",
+    "check_images",
     "binarize",
     "binarized_test_set",
     "batches",
@@ -281,6 +282,35 @@ def load_mnist(
     return images_uint8.to(torch.float32).div_(255.0), labels.clone()
 
 
+def check_images(images: torch.Tensor, name: str = "images", binary: bool = False) -> None:
+    """Refuse images that are not floating point, hold NaN or infinite values, or leave [0, 1];
+    with ``binary``, also grey levels (the Bernoulli bound of Eq. (20) is defined on x in {0, 1}).
+
+    Raises:
+        ValueError: naming ``name``, what was expected and what was received.
+    """
+    if not torch.is_tensor(images) or not images.is_floating_point():
+        raise ValueError(
+            f"{name} must be a floating-point tensor with values in [0, 1], got "
+            f"{images.dtype if torch.is_tensor(images) else type(images).__name__}"
+        )
+    if images.numel() == 0:
+        return
+    low, high = images.min().item(), images.max().item()
+    if not (0.0 <= low and high <= 1.0) or torch.isnan(images).any():
+        raise ValueError(
+            f"{name} must have values in [0, 1], got values in [{low}, {high}]"
+            + (" and NaN" if torch.isnan(images).any() else "")
+        )
+    grey = int(((images != 0) & (images != 1)).sum()) if binary else 0
+    if grey:
+        raise ValueError(
+            f"{name} must be binary (values in {{0, 1}}): the Bernoulli bound of Eq. (20) is "
+            f"defined on binary pixels; got {grey} grey-level values. Binarize them once, e.g. "
+            "with data.binarize(images, generator) or data.binarized_test_set()"
+        )
+
+
 def binarize(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Dynamic binarization: draw every pixel as ``x_i ~ Bernoulli(images_i)``.
 
@@ -300,18 +330,7 @@ def binarize(images: torch.Tensor, generator: torch.Generator | None = None) -> 
         ValueError: ``images`` is not floating point, or has values outside [0, 1]
             (NaN included).
     """
-    if not torch.is_tensor(images) or not images.is_floating_point():
-        raise ValueError(
-            "images must be a floating-point tensor with values in [0, 1], got "
-            f"{images.dtype if torch.is_tensor(images) else type(images).__name__}"
-        )
-    if images.numel() > 0:
-        low, high = images.min().item(), images.max().item()
-        if not (0.0 <= low and high <= 1.0) or torch.isnan(images).any():
-            raise ValueError(
-                f"images must have values in [0, 1], got values in [{low}, {high}]"
-                + (" and NaN" if torch.isnan(images).any() else "")
-            )
+    check_images(images)
     return torch.bernoulli(images, generator=generator)
 
 
