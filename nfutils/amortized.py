@@ -44,32 +44,13 @@ from .conditions import (  # noqa: F401  (the family of targets, importable from
     raw_angle_features,
     ring_energy,
 )
-from .flows import (
-    NormalizingFlow,
-    PlanarFlow,
-    gaussian_log_prob,
-    planar_flow,
-    planar_flow_inverse,
-    planar_param_count,
-    split_planar_params,
-)
+from .flows import (NormalizingFlow, PlanarFlow, gaussian_log_prob, planar_flow,
+    planar_flow_inverse, planar_param_count, split_planar_params)
 from .training import Checkpoint, History, check_positive, run_steps, warmup_cosine
 
-__all__ = [
-    "angle_features",
-    "angle_radius_features",
-    "raw_angle_features",
-    "FEATURES",
-    "ring_energy",
-    "FlowParams",
-    "AmortizedPlanarFlow",
-    "ConditionalEnergy",
-    "SCHEDULES",
-    "schedule_factor",
-    "CHECKPOINT_KEYS",
-    "load_amortized",
-    "fit_amortized",
-]
+__all__ = ["angle_features", "angle_radius_features", "raw_angle_features", "FEATURES",
+           "ring_energy", "FlowParams", "AmortizedPlanarFlow", "ConditionalEnergy", "SCHEDULES",
+           "schedule_factor", "CHECKPOINT_KEYS", "load_amortized", "fit_amortized"]
 
 # --------------------------------------------------------------------------- the amortizer
 

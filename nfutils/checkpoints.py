@@ -11,7 +11,7 @@ refused with a message that says what is wrong and what to do, rather than load 
   file is ever run, checks the required keys and verifies the checksum (files without one
   load as they are).
 
-The VAE's files (``vae_training.save_vae`` / ``load_vae``) and Part 2's amortizers
+The VAE's files (``vae_training.save_vae`` / ``load_vae``) and the amortizers
 (``amortized.fit_amortized`` / ``load_amortized``) both go through these two functions.
 """
 
@@ -27,16 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = [
-    "CheckpointError",
-    "state_checksum",
-    "file_sha256",
-    "save_checkpoint",
-    "load_checkpoint",
-    "check_writable",
-    "unconverted_checkpoint",
-    "CONVERT_SCRIPT",
-]
+__all__ = ["CheckpointError", "state_checksum", "file_sha256", "save_checkpoint", "load_checkpoint",
+           "check_writable", "unconverted_checkpoint", "CONVERT_SCRIPT"]
 
 #: The script that brings a checkpoint written with older key names up to date, once.
 CONVERT_SCRIPT = "tools/convert_checkpoints.py"

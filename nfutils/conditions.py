@@ -24,15 +24,8 @@ from torch import Tensor
 
 from .potentials import rotated_U1
 
-__all__ = [
-    "angle_features",
-    "angle_radius_features",
-    "raw_angle_features",
-    "FEATURES",
-    "ring_energy",
-    "ConditionalEnergy",
-    "as_condition",
-]
+__all__ = ["angle_features", "angle_radius_features", "raw_angle_features", "FEATURES",
+           "ring_energy", "ConditionalEnergy", "as_condition"]
 
 #: An energy of a family of targets: U(z; c), (B, n, D) and (B, C) -> (B, n).
 ConditionalEnergy = Callable[[Tensor, Tensor], Tensor]

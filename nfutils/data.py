@@ -19,7 +19,7 @@ Two ways of binarizing are in use:
   caches it.
 
 The data are the original IDX files of LeCun, Cortes & Burges, gzip-compressed,
-in ``data/mnist/`` of the repository (see its ``README.md``). :func:`load_mnist`
+in ``data/mnist/`` of the repository (where a notes file says where they come from). :func:`load_mnist`
 checks the SHA-256 of the decompressed bytes against ``SHA256SUMS.raw`` before
 trusting them, and never touches the network unless ``NFUTILS_ALLOW_DOWNLOAD=1``
 is set.
@@ -55,15 +55,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = [
-    "DEFAULT_ROOT",
-    "MnistIntegrityError",
-    "load_mnist",
-    "check_images",
-    "binarize",
-    "binarized_test_set",
-    "batches",
-]
+__all__ = ["DEFAULT_ROOT", "MnistIntegrityError", "load_mnist", "check_images", "binarize",
+           "binarized_test_set", "batches"]
 
 DEFAULT_ROOT: Path = Path(__file__).resolve().parent.parent / "data" / "mnist"
 """The repository's ``data/mnist``. The environment variable ``NFUTILS_MNIST_ROOT``,

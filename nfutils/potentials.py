@@ -32,20 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = [
-    "Energy",
-    "U1",
-    "U2",
-    "U3",
-    "U4",
-    "U8",
-    "tapered",
-    "rotated_U1",
-    "gaussian_energy",
-    "log_partition",
-    "density_grid",
-    "POTENTIALS",
-]
+__all__ = ["Energy", "U1", "U2", "U3", "U4", "U8", "tapered", "rotated_U1", "gaussian_energy",
+           "log_partition", "density_grid", "POTENTIALS"]
 
 #: An energy U: points z (..., 2) -> U(z) (...); the target density is exp(-U) / Z.
 Energy = Callable[[Tensor], Tensor]
@@ -145,7 +133,7 @@ def U8(z: Tensor) -> Tensor:
 
 
 def rotated_U1(z: Tensor, angle: Tensor | float, radius: float = 2.0) -> Tensor:
-    """The family of Part 2: U1's ring with its two lobes along the direction ``angle``.
+    """A family of targets: U1's ring with its two lobes along the direction ``angle``.
 
     rotated_U1(z, 0, 2) equals U1(z); rotated_U1(z, theta) = U1(R(-theta) z).
 

@@ -36,18 +36,8 @@ from torch import Tensor, nn
 from .checkpoints import load_checkpoint, save_checkpoint
 from .flows import NormalizingFlow, annealed_beta, free_energy
 
-__all__ = [
-    "NonFiniteLossError",
-    "check_finite_loss",
-    "check_finite_parameters",
-    "check_positive",
-    "History",
-    "make_optimizer",
-    "warmup_cosine",
-    "Checkpoint",
-    "run_steps",
-    "fit_flow",
-]
+__all__ = ["NonFiniteLossError", "check_finite_loss", "check_finite_parameters", "check_positive",
+           "History", "make_optimizer", "warmup_cosine", "Checkpoint", "run_steps", "fit_flow"]
 
 
 class NonFiniteLossError(RuntimeError):

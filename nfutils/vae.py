@@ -17,7 +17,7 @@ The model:
 
 The bound of Eq. (20), the importance-sampled log-likelihood and the exact log q_K(z|x) are in
 ``bounds`` (and importable from here: ``vae.bound``, ``vae.log_likelihood``, ``vae.log_q_at``);
-the grid posterior of a 2-D latent is in ``grid_posterior`` (``vae.grid_posterior``).
+the grid posterior of a 2-D latent is in ``posterior_grid`` (``vae.grid_posterior``).
 
 Activation. The paper's DLGM used maxout units (window 4) in its 400-unit layers. A maxout
 unit needs four affine maps (4x the weights of a layer, 4x its matrix arithmetic, and a
@@ -43,23 +43,11 @@ from torch import Tensor, nn
 
 from .bounds import BoundTerms, bound, log_likelihood, log_q_at  # noqa: F401
 from .flows import gaussian_log_prob, planar_flow, planar_param_count, split_planar_params
-from .grid_posterior import GridPosterior, grid_posterior  # noqa: F401
+from .posterior_grid import GridPosterior, grid_posterior  # noqa: F401
 
-__all__ = [
-    "Maxout",
-    "VAE",
-    "BoundTerms",
-    "bound",
-    "log_likelihood",
-    "build_vae",
-    "CONFIG_KEYS",
-    "log_q_at",
-    "GridPosterior",
-    "grid_posterior",
-    "ACTIVATIONS",
-    "identity_planar_params",
-    "DEFAULT_ACTIVATION",
-]
+__all__ = ["Maxout", "VAE", "BoundTerms", "bound", "log_likelihood", "build_vae", "CONFIG_KEYS",
+           "log_q_at", "GridPosterior", "grid_posterior", "ACTIVATIONS", "identity_planar_params",
+           "DEFAULT_ACTIVATION"]
 
 LOG_2PI = math.log(2.0 * math.pi)
 

@@ -30,13 +30,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .checkpoints import (
-    CheckpointError,
-    check_writable,
-    load_checkpoint,
-    save_checkpoint,
-    unconverted_checkpoint,
-)
+from .checkpoints import (CheckpointError, check_writable, load_checkpoint, save_checkpoint,
+    unconverted_checkpoint)
 from .bounds import bound
 from .data import batches, binarize, check_images
 from .flows import annealed_beta

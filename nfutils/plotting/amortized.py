@@ -1,4 +1,4 @@
-"""Part 2's figures: one amortized flow q(z | c) against a family of targets p(z | c).
+"""Figures of a conditional flow: one amortized flow q(z | c) against a family of targets p(z | c).
 
 For a condition c (an angle θ, or an angle and a radius) the target is exp(-U(z; c)) of a
 conditional energy (``amortized.ring_energy``), and q(z | c) is what one forward pass of the
@@ -21,15 +21,9 @@ from torch import Tensor
 
 from .common import as_numpy, cell_centres, density_on_grid, histogram2d, plot_contours, plot_density
 
-__all__ = [
-    "conditional_densities",
-    "plot_conditional_pair",
-    "conditional_pair_figure",
-    "plot_density_with_target",
-    "conditional_grid",
-    "plot_amortization_gap",
-    "conditional_animation",
-]
+__all__ = ["conditional_densities", "plot_conditional_pair", "conditional_pair_figure",
+           "plot_density_with_target", "conditional_grid", "plot_amortization_gap",
+           "conditional_animation"]
 
 
 def _check_one_panel_per_label(labels: Sequence, q_densities: Sequence, target_densities: Sequence) -> None:

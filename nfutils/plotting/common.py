@@ -1,5 +1,6 @@
 """What every figure of the series shares: arrays from tensors, the square box, densities on a
-grid, the one density image, the one contour overlay, and the training curve.
+grid, the one density image, the one contour overlay, the training curve, and the bound against
+the flow length K (the paper's Figure 4).
 
 Conventions: a 2-D density on a grid is an array of shape (R, R) indexed [row = z2,
 column = z1] (``potentials.density_grid``), drawn with ``origin="lower"`` on ``extent = (xmin,
@@ -10,7 +11,7 @@ never calls ``plt.show``.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -19,19 +20,9 @@ from torch import Tensor
 
 from .. import potentials
 
-__all__ = [
-    "Extent",
-    "as_numpy",
-    "square_extent",
-    "cell_centres",
-    "density_on_grid",
-    "histogram2d",
-    "bare_axes",
-    "set_square_limits",
-    "plot_density",
-    "plot_contours",
-    "plot_kl_curve",
-]
+__all__ = ["Extent", "as_numpy", "square_extent", "cell_centres", "density_on_grid", "histogram2d",
+           "bare_axes", "set_square_limits", "plot_density", "plot_contours", "plot_kl_curve",
+           "plot_bound_against_flow_length"]
 
 Extent = tuple[float, float, float, float]
 
@@ -177,3 +168,28 @@ def plot_kl_curve(ax: Axes, steps, kl, label: str | None = None, smooth: int = 1
     if title is not None:
         ax.set_title(title, fontsize=10)
     return line
+
+
+def plot_bound_against_flow_length(ax: Axes, flow_lengths, nll, neg_elbo,
+                                   paper: Mapping[int, float] | None = None,
+                                   reproduction: Mapping[int, float] | None = None,
+                                   nll_label: str = "-ln p(x) (importance sampling)"):
+    """The paper's Figure 4: -ln p(x) and the bound -ELBO against the flow length K.
+
+    Args:
+        flow_lengths: K values. nll, neg_elbo: measured values in nats, one per K.
+        paper, reproduction: optional K -> published -ln p(x), drawn as reference markers.
+    """
+    flow_lengths = list(flow_lengths)
+    ax.plot(flow_lengths, list(neg_elbo), "s--", color="tab:orange", label="-ELBO (this repo)")
+    ax.plot(flow_lengths, list(nll), "o-", color="tab:blue", label=nll_label + " (this repo)")
+    for values, style, label in ((paper, "k^", "-ln p(x), paper (Table 2)"),
+                                 (reproduction, "gv", "-ln p(x), public reproduction")):
+        if values:
+            keys = sorted(values)
+            ax.plot(keys, [values[k] for k in keys], style, linestyle=":", label=label)
+    ax.set_xlabel("flow length K")
+    ax.set_ylabel("nats (lower is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax

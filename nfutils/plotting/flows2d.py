@@ -1,4 +1,4 @@
-"""Part 1's figures: 2-D flows fitted to the paper's target densities.
+"""Figures of 2-D flows fitted to the paper's target densities.
 
 The target exp(-U(z)) of an energy U (the paper's potentials, Table 1), the samples of a flow
 after each of its layers, one planar layer acting on the plane, and the paper's Figure 3: the
@@ -19,19 +19,11 @@ from torch import Tensor
 
 from .. import flows
 from .common import (as_numpy, bare_axes, density_on_grid, histogram2d, plot_density,
-                     set_square_limits)
+    set_square_limits)
 
-__all__ = [
-    "flow_histogram",
-    "layer_indices",
-    "plot_potential",
-    "plot_layer_samples",
-    "layer_samples_figure",
-    "layer_extent",
-    "plot_planar_layer",
-    "figure3_grid",
-    "plot_kl_against_length",
-]
+__all__ = ["flow_histogram", "layer_indices", "plot_potential", "plot_layer_samples",
+           "layer_samples_figure", "layer_extent", "plot_planar_layer", "figure3_grid",
+           "plot_kl_against_length"]
 
 
 # --------------------------------------------------------------------------- densities and samples

@@ -1,4 +1,4 @@
-"""Part 3's figures: a VAE with a 2-D latent, where posteriors can be seen and integrated.
+"""Figures of a VAE with a 2-D latent, where posteriors can be seen and integrated.
 
 The codes of the test set in the latent plane, the decoder's images over that plane, the true
 posterior p(z|x) next to q(z|x) (both on a ``vae.GridPosterior``), learning curves over seeds,
@@ -22,17 +22,9 @@ from matplotlib.figure import Figure
 
 from .common import as_numpy, bare_axes, plot_contours, plot_density, set_square_limits, square_extent
 
-__all__ = [
-    "DIGIT_COLORS",
-    "plot_latent_codes",
-    "decoded_manifold",
-    "plot_manifold",
-    "plot_posterior_pair",
-    "posterior_comparison_figure",
-    "plot_learning_curves",
-    "latent_decoder_figure",
-    "gap_split_figure",
-]
+__all__ = ["DIGIT_COLORS", "plot_latent_codes", "decoded_manifold", "plot_manifold",
+           "plot_posterior_pair", "posterior_comparison_figure", "plot_learning_curves",
+           "latent_decoder_figure", "gap_split_figure"]
 
 DIGIT_COLORS = "tab10"
 
@@ -40,7 +32,7 @@ DIGIT_COLORS = "tab10"
 def plot_latent_codes(ax: Axes, z, labels, extent=None, point_size: float = 1.5,
                       title: str | None = None, legend: bool = True):
     """The latent codes of a data set (e.g. the posterior means of the test set), one colour
-    per digit (figure (a) of Part 3). Rasterized, so 10,000 points stay small in a PNG/PDF.
+    per digit. Rasterized, so 10,000 points stay small in a PNG/PDF.
 
     Args:
         z: (n, 2) codes. labels: (n,) digits 0-9. extent: half-width or 4-tuple of the axes
@@ -138,7 +130,7 @@ def plot_manifold(ax: Axes, image, extent=3.0, title: str | None = None, image_s
 def plot_posterior_pair(ax_p: Axes, ax_q: Axes, log_posterior, log_q, extent, kl: float,
                         title_p: str = "true p(z|x)", title_q: str = "q(z|x)") -> None:
     """The true posterior (left) and q (right) on the same grid and colour scale; q's panel
-    carries p's contours (white) and KL(q || p) in nats (figure (c) of Part 3).
+    carries p's contours (white) and KL(q || p) in nats.
 
     Args:
         log_posterior, log_q: (R, R) arrays indexed [z2, z1]. extent: the grid's 4-tuple.
@@ -170,7 +162,7 @@ def _posterior_window(grid, fraction: float = 0.01, margin: float = 1.4) -> tupl
 def posterior_comparison_figure(images: Sequence, grids: Mapping[str, Sequence],
                                 panel_size: float = 2.4,
                                 levels: Sequence[float] = (0.05, 0.3, 0.7)) -> Figure:
-    """Figure (c) of Part 3: one row per digit: the digit, then for every model the true
+    """One row per digit: the digit, then for every model the true
     posterior p(z|x) of its decoder as an image with q(z|x)'s contour lines on top, and
     KL(q || p) in nats in the panel's title.
 
@@ -238,7 +230,7 @@ def posterior_comparison_figure(images: Sequence, grids: Mapping[str, Sequence],
 
 def plot_learning_curves(ax: Axes, epochs, values, label: str, color=None,
                          linestyle: str = "-"):
-    """Mean over seeds with a min-max band (figure (d) of Part 3).
+    """Mean over seeds with a min-max band.
 
     Args:
         epochs: (E,). values: (n_seeds, E) bounds. label, color, linestyle: of the mean line.
@@ -260,7 +252,7 @@ def plot_learning_curves(ax: Axes, epochs, values, label: str, color=None,
 
 def latent_decoder_figure(model, z1: float, z2: float, codes=None, labels=None, extent=3.0,
                           panel_size: float = 2.8) -> Figure:
-    """Figure (e) of Part 3: a point of the latent plane (left, over the test set's codes when
+    """A point of the latent plane (left, over the test set's codes when
     given) and the decoder's mean image sigmoid(logits(z)) there (right).
 
     Args:
@@ -293,7 +285,7 @@ def latent_decoder_figure(model, z1: float, z2: float, codes=None, labels=None, 
 
 
 def gap_split_figure(gaps: Mapping, panel_size: float = 3.4) -> Figure:
-    """Figure (g) of Part 3: where each model's bound loses, from ``inference_gaps.InferenceGaps``.
+    """Where each model's bound loses, from ``inference_gaps.InferenceGaps``.
 
     Left: per model, the mean approximation gap KL(q* || p(z|x)) and the mean amortization gap
     KL(q_enc || p) - KL(q* || p) stacked (their sum is the mean KL(q_enc || p)), with error bars
