@@ -273,23 +273,15 @@ def load_amortized(path: str | os.PathLike, device: str | torch.device | None = 
     return model.to(device or "cpu").eval(), state
 
 
-def fit_amortized(
-    model: AmortizedPlanarFlow,
-    energy: ConditionalEnergy,
-    sample_conditions: Callable[[int, torch.Generator | None], Tensor],
-    num_steps: int = 10_000,
-    conditions_per_step: int = 32,
-    samples_per_condition: int = 64,
-    lr: float = 3e-3,
-    schedule: str = "cosine",
-    log_Z: float | Callable[[Tensor], Tensor] | None = None,
-    clip_grad_norm: float | None = 100.0,
-    log_every: int = 100,
-    progress: bool = False,
-    generator: torch.Generator | None = None,
-    checkpoint_path: str | os.PathLike | None = None,
-    checkpoint_every: int = 1000,
-) -> History:
+def fit_amortized(model: AmortizedPlanarFlow, energy: ConditionalEnergy,
+                  sample_conditions: Callable[[int, torch.Generator | None], Tensor],
+                  num_steps: int = 10_000, conditions_per_step: int = 32,
+                  samples_per_condition: int = 64, lr: float = 3e-3, schedule: str = "cosine",
+                  log_Z: float | Callable[[Tensor], Tensor] | None = None,
+                  clip_grad_norm: float | None = 100.0, log_every: int = 100,
+                  progress: bool = False, generator: torch.Generator | None = None,
+                  checkpoint_path: str | os.PathLike | None = None, checkpoint_every: int = 1000
+                  ) -> History:
     """Train an amortizer by the free energy averaged over random conditions (Eq. 15):
 
         F(phi) = (1 / B n) sum_b sum_i [log q_phi(z_bi | c_b) + U(z_bi; c_b)],

@@ -58,13 +58,8 @@ class BoundTerms:
     loss: Tensor
 
 
-def bound(
-    model: VAE,
-    x: Tensor,
-    num_samples: int = 1,
-    beta: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> BoundTerms:
+def bound(model: VAE, x: Tensor, num_samples: int = 1, beta: float = 1.0,
+          generator: torch.Generator | None = None) -> BoundTerms:
     """The bound -F(x) of Eq. (20) with S samples per x, and the annealed training loss.
 
     -F(x) ~ (1/S) sum_s [log p(x|z_K^s) + log p(z_K^s) - log q_0(z_0^s|x) + sum_k log|det_k^s|]
@@ -91,15 +86,9 @@ def bound(
 
 
 @torch.no_grad()
-def log_likelihood(
-    model: VAE,
-    x: Tensor,
-    num_samples: int = 5000,
-    batch: int = 100,
-    chunk: int | None = None,
-    generator: torch.Generator | None = None,
-    return_elbo: bool = False,
-) -> Tensor | tuple[Tensor, Tensor]:
+def log_likelihood(model: VAE, x: Tensor, num_samples: int = 5000, batch: int = 100,
+                   chunk: int | None = None, generator: torch.Generator | None = None,
+                   return_elbo: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """Importance-sampled log p(x) with the flow posterior as proposal (Burda et al., 2016).
 
     log p(x) ~ logsumexp_s [log p(x|z_s) + log p(z_s) - log q_K(z_s|x)] - log S,  z_s ~ q_K(.|x).

@@ -354,12 +354,8 @@ def binarized_test_set(
     return _BINARIZED_CACHE[key].clone(), labels
 
 
-def batches(
-    images: torch.Tensor,
-    batch_size: int,
-    generator: torch.Generator | None = None,
-    shuffle: bool = True,
-) -> Iterator[torch.Tensor]:
+def batches(images: torch.Tensor, batch_size: int, generator: torch.Generator | None = None,
+            shuffle: bool = True) -> Iterator[torch.Tensor]:
     """Iterate once over ``images`` in minibatches (one epoch).
 
     Args:

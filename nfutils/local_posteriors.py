@@ -157,12 +157,11 @@ def _iterate_average(module: nn.Module, first_step: int
     return averages, update
 
 
-def fit_local_posteriors(
-    decoder_model: VAE, x: Tensor, flow_length: int, num_steps: int = 2000,
-    num_samples: int = 4, lr: float = 3e-3, warmup_steps: int = 100,
-    generator: torch.Generator | None = None, progress: bool = False,
-    standardized: bool = False, flow_start: str = "identity", average_fraction: float = 0.0,
-) -> LocalFlowPosterior:
+def fit_local_posteriors(decoder_model: VAE, x: Tensor, flow_length: int, num_steps: int = 2000,
+                         num_samples: int = 4, lr: float = 3e-3, warmup_steps: int = 100,
+                         generator: torch.Generator | None = None, progress: bool = False,
+                         standardized: bool = False, flow_start: str = "identity",
+                         average_fraction: float = 0.0) -> LocalFlowPosterior:
     """Maximize each image's ELBO over its own posterior parameters, the decoder fixed.
 
     Starts from the model's encoder (its mu(x), sigma(x); the flow layers at the identity, or

@@ -58,16 +58,10 @@ def _grid(extent, resolution: int, dtype) -> tuple[Tensor, float]:
 
 
 @torch.no_grad()
-def grid_posterior(
-    model: VAE,
-    x: Tensor,
-    resolution: int = 200,
-    extent: tuple[float, float, float, float] | None = None,
-    coarse_extent: float = 6.0,
-    coarse_resolution: int = 121,
-    threshold: float = 1e-4,
-    batch: int = 20_000,
-) -> list[GridPosterior]:
+def grid_posterior(model: VAE, x: Tensor, resolution: int = 200,
+                   extent: tuple[float, float, float, float] | None = None,
+                   coarse_extent: float = 6.0, coarse_resolution: int = 121,
+                   threshold: float = 1e-4, batch: int = 20_000) -> list[GridPosterior]:
     """True posterior p(z|x) ∝ p(x|z) p(z) and q_K(z|x) on a grid, with KL(q || p) in nats.
 
     For a 2-D latent the evidence is a 2-D integral, computed by quadrature:

@@ -253,9 +253,17 @@ class Checkpoint:
         }, self.path)
 
 
-def _step(optimizer: torch.optim.Optimizer, loss: Tensor, max_grad_norm: float | None
-          ) -> float | None:
-    """Backward, clip the gradients' global norm (optional), update; the norm before clipping."""
+def _step(optimizer: torch.optim.Optimizer, step_loss: Callable[[int], Tensor], step: int,
+          lr: float, lr_factor: Callable[[int], float] | None, max_grad_norm: float | None
+          ) -> tuple[Tensor, float | None]:
+    """One step t: set lr_t, compute the loss, stop on NaN before the update, backward, clip
+    the gradients' global norm (optional), update. Returns the loss and the norm before
+    clipping (None without clipping)."""
+    if lr_factor is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr * float(lr_factor(step))
+    loss = step_loss(step)
+    check_finite_loss(loss, step)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = None
@@ -263,18 +271,26 @@ def _step(optimizer: torch.optim.Optimizer, loss: Tensor, max_grad_norm: float |
         params = [p for group in optimizer.param_groups for p in group["params"]]
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
     optimizer.step()
-    return grad_norm
+    return loss, grad_norm
 
 
-def run_steps(
-    model: nn.Module, optimizer: torch.optim.Optimizer, step_loss: Callable[[int], Tensor],
-    history: History, num_steps: int, lr: float, start_step: int = 0,
-    lr_factor: Callable[[int], float] | None = None, max_grad_norm: float | None = None,
-    after_step: Callable[[int, Tensor, float | None], dict[str, str] | None] | None = None,
-    save: Callable[[int], None] | None = None, checkpoint_every: int | None = None,
-    time_budget: float | None = None, progress: bool = False, desc: str = "fit",
-    checkpoint: Checkpoint | None = None,
-) -> History:
+def _progress_bar(progress: bool, num_steps: int, start_step: int, desc: str):
+    """A tqdm bar from ``start_step`` to ``num_steps`` (None without ``progress``)."""
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=num_steps, initial=start_step, desc=desc, leave=False)
+
+
+def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer,
+              step_loss: Callable[[int], Tensor], history: History, num_steps: int, lr: float,
+              start_step: int = 0, lr_factor: Callable[[int], float] | None = None,
+              max_grad_norm: float | None = None,
+              after_step: Callable[[int, Tensor, float | None], dict[str, str] | None] | None = None,
+              save: Callable[[int], None] | None = None, checkpoint_every: int | None = None,
+              time_budget: float | None = None, progress: bool = False, desc: str = "fit",
+              checkpoint: Checkpoint | None = None) -> History:
     """Take optimizer steps ``start_step`` .. ``num_steps - 1`` on ``step_loss``: the loop that
     every ``fit_*`` of the series runs (see the module docstring).
 
@@ -315,20 +331,11 @@ def run_steps(
             check_finite_parameters(model, done - 1)
             save(done)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=num_steps, initial=start_step, desc=desc, leave=False)
+    bar = _progress_bar(progress, num_steps, start_step, desc)
     started, seconds_before = time.perf_counter(), history.seconds
     try:
         for step in range(start_step, num_steps):
-            if lr_factor is not None:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * float(lr_factor(step))
-            loss = step_loss(step)
-            check_finite_loss(loss, step)
-            grad_norm = _step(optimizer, loss, max_grad_norm)
+            loss, grad_norm = _step(optimizer, step_loss, step, lr, lr_factor, max_grad_norm)
             shown = after_step(step, loss.detach(), grad_norm) if after_step is not None else None
             if bar is not None:
                 if shown:
@@ -355,19 +362,10 @@ def run_steps(
     return history
 
 
-def fit_flow(
-    model: NormalizingFlow,
-    energy: Callable[[Tensor], Tensor],
-    num_steps: int = 10_000,
-    num_samples: int = 1000,
-    lr: float = 2e-3,
-    anneal: bool = False,
-    log_Z: float | None = None,
-    log_every: int = 100,
-    progress: bool = False,
-    generator: torch.Generator | None = None,
-    anneal_steps: int = 10_000,
-) -> History:
+def fit_flow(model: NormalizingFlow, energy: Callable[[Tensor], Tensor], num_steps: int = 10_000,
+             num_samples: int = 1000, lr: float = 2e-3, anneal: bool = False,
+             log_Z: float | None = None, log_every: int = 100, progress: bool = False,
+             generator: torch.Generator | None = None, anneal_steps: int = 10_000) -> History:
     """Minimize the free energy F = E_q[log q_K(z_K) + beta_t U(z_K)] (Eq. 15) with Adam.
 
     Args:

@@ -141,17 +141,9 @@ class VAE(nn.Module):
             ``build_vae(config)`` rebuilds the same architecture).
     """
 
-    def __init__(
-        self,
-        latent_dim: int = 2,
-        flow_length: int = 0,
-        hidden: int = 400,
-        num_hidden_layers: int = 2,
-        activation: str = DEFAULT_ACTIVATION,
-        maxout_window: int = 4,
-        data_dim: int = 784,
-        standardized_flow: bool = True,
-    ):
+    def __init__(self, latent_dim: int = 2, flow_length: int = 0, hidden: int = 400,
+                 num_hidden_layers: int = 2, activation: str = DEFAULT_ACTIVATION,
+                 maxout_window: int = 4, data_dim: int = 784, standardized_flow: bool = True):
         super().__init__()
         if latent_dim < 1 or flow_length < 0 or hidden < 1 or num_hidden_layers < 1 or data_dim < 1:
             raise ValueError(
@@ -244,13 +236,9 @@ class VAE(nn.Module):
 
     # ----------------------------------------------------------------- posterior
 
-    def posterior_sample(
-        self,
-        x: Tensor,
-        num_samples: int = 1,
-        generator: torch.Generator | None = None,
-        params: tuple | None = None,
-    ) -> tuple[Tensor, Tensor]:
+    def posterior_sample(self, x: Tensor, num_samples: int = 1,
+                         generator: torch.Generator | None = None, params: tuple | None = None
+                         ) -> tuple[Tensor, Tensor]:
         """Draw z_K ~ q_K(.|x) by the reparameterization trick, with log q_K(z_K|x) (Eq. 13).
 
         Paper's order (``standardized_flow=False``): z_0 = mu + sigma * eps, z_K = flow(z_0).

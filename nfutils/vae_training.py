@@ -171,6 +171,22 @@ def _restore(state: dict[str, Any], history: History, sums: dict[str, Any],
             history.setting_changes.append({"step": step, "name": name, "old": old, "new": value})
 
 
+def _checkpoint(path: str | os.PathLike, model: VAE, generator: torch.Generator,
+                history: History, sums: dict[str, Any], settings: dict[str, Any],
+                steps_per_epoch: int) -> Checkpoint:
+    """fit_vae's ``training.Checkpoint``: beside the common state, the config, the epoch, the
+    running sums and the settings; a resume checks them (``_check_resumable``) and restores
+    the sums (``_restore``)."""
+    return Checkpoint(
+        path, generator, map_location=next(model.parameters()).device,
+        required=("model", "config"),
+        extra=lambda done: {"format": CHECKPOINT_FORMAT, "config": dict(model.config),
+                            "epoch": done // steps_per_epoch, "accumulators": dict(sums),
+                            "settings": settings},
+        check=lambda state: _check_resumable(state, path, model.config, settings),
+        on_resume=lambda state: _restore(state, history, sums, settings))
+
+
 def _epoch_end(model: VAE, history: History, sums: dict[str, Any], epoch: int,
                test_images: Tensor | None, eval_samples: int, seed: int, clipping: bool
                ) -> dict[str, str]:
@@ -190,11 +206,10 @@ def _epoch_end(model: VAE, history: History, sums: dict[str, Any], epoch: int,
     return {"bound": f"{history.epoch_train_elbo[-1]:.2f}", "test": f"{test_elbo:.2f}"}
 
 
-def _recorder(model: VAE, optimizer: torch.optim.Optimizer, history: History,
-              sums: dict[str, Any], elbo_of_step: dict[str, Tensor], steps_per_epoch: int,
-              log_every: int, max_grad_norm: float | None,
-              callback: Callable[[int, float], None] | None, **evaluation: Any
-              ) -> Callable[[int, Tensor, float | None], dict[str, str] | None]:
+def _recorder(model: VAE, optimizer: torch.optim.Optimizer, history: History, sums: dict[str, Any],
+              elbo_of_step: dict[str, Tensor], steps_per_epoch: int, log_every: int,
+              max_grad_norm: float | None, callback: Callable[[int, float], None] | None,
+              **evaluation: Any) -> Callable[[int, Tensor, float | None], dict[str, str] | None]:
     """fit_vae's ``after_step``: running sums of the minibatch ELBO, a record every
     ``log_every`` steps, the epoch's record at its end (``_epoch_end``), the callback."""
 
@@ -247,29 +262,25 @@ def fit_vae(
             after every epoch (S = ``eval_samples``); None skips evaluation.
         num_epochs: total epochs (counting those done before a resume).
         batch_size: images per step (the paper: 100). num_samples: S per x.
-        lr, optimizer: see ``training.make_optimizer`` ("adam" or "rmsprop").
-        anneal, anneal_steps: the beta_t schedule.
+        lr, optimizer: see ``training.make_optimizer``. anneal, anneal_steps: beta_t's schedule.
         checkpoint_path: where to keep the training state (model, optimizer, generator, step,
             epoch, history); if the file exists, training resumes from it.
         checkpoint_every: steps between checkpoints (also one at the end and at a stop).
         time_budget: stop cleanly (with a checkpoint) after this many seconds; call again.
         seed: seed of all training randomness. log_every: steps between records.
-        progress: show a tqdm bar with the running bound.
-        callback: ``callback(steps_done, elbo)`` after every step (e.g. to stop by raising).
+        progress: show a tqdm bar. callback: ``callback(steps_done, elbo)`` after every step.
         lr_schedule: multiplier of ``lr`` as a function of the global step t (from 0), e.g.
             ``training.warmup_cosine``. max_grad_norm: clip the gradients' global norm.
 
     Returns:
-        ``training.History`` (also in the checkpoint, as ``History.as_dict()``): ``steps``,
-        ``train_elbo``, ``lr``, the per-epoch fields and the per-run fields.
+        ``training.History`` (also in the checkpoint): ``steps``, ``train_elbo``, ``lr``, the
+        per-epoch fields and the per-run fields.
 
     Raises:
-        NonFiniteLossError: the loss, or a parameter after an update, became NaN/inf (the last
-            checkpoint holds the last good state).
-        ValueError: bad shapes, counts below 1, empty training images, training images with
-            NaN, infinite or out-of-[0, 1] values, non-binary test images, an unwritable
-            ``checkpoint_path``, or a checkpoint there of another architecture, seed,
-            optimizer or batch size, or holding weights only (``save_vae``).
+        NonFiniteLossError: the loss, or a parameter after an update, became NaN/inf.
+        ValueError: bad shapes or counts; training images empty, non-finite or outside [0, 1];
+            test images not binary; an unwritable ``checkpoint_path``, or a checkpoint there
+            of another architecture, seed, optimizer or batch size, or of weights only.
         CheckpointError: the checkpoint there is truncated or corrupt.
     """
     _check_arguments(model, train_images, test_images, lr, checkpoint_path,
@@ -294,13 +305,8 @@ def fit_vae(
         elbo_of_step["value"] = terms.elbo
         return terms.loss
 
-    checkpoint = None if checkpoint_path is None else Checkpoint(
-        checkpoint_path, generator, map_location=device, required=("model", "config"),
-        extra=lambda done: {"format": CHECKPOINT_FORMAT, "config": dict(model.config),
-                            "epoch": done // steps_per_epoch, "accumulators": dict(sums),
-                            "settings": settings},
-        check=lambda state: _check_resumable(state, checkpoint_path, model.config, settings),
-        on_resume=lambda state: _restore(state, history, sums, settings))
+    checkpoint = None if checkpoint_path is None else _checkpoint(
+        checkpoint_path, model, generator, history, sums, settings, steps_per_epoch)
     record = _recorder(model, opt, history, sums, elbo_of_step, steps_per_epoch, log_every,
                        max_grad_norm, callback, test_images=test_images,
                        eval_samples=eval_samples, seed=seed)
