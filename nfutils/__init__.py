@@ -10,6 +10,8 @@ Modules, one concept each, in reading order:
   ``History``, optimizers and schedules, ``fit_flow``; ``checkpoints``: atomic save, checked load;
 * ``conditions``: a family of 2-D targets and its condition features; ``amortized``: a network
   that maps a condition to a whole planar flow, and ``fit_amortized``;
+* ``gaussian_flow``: a diagonal Gaussian then planar layers with per-example parameters, the
+  posterior family of the models below (sampling by Eq. 13, exact density by inversion);
 * ``vae``: the VAE with a flow posterior; ``bounds``: the bound of Eq. (20), the
   importance-sampled log-likelihood, exact log q; ``posterior_grid``: the true posterior of a
   2-D latent on a grid; ``vae_training``: ``fit_vae``, saving and loading VAEs;
@@ -37,12 +39,13 @@ The public API the notebooks use:
 * ``exercises.check_...`` (see ``nfutils.exercises``).
 """
 
-from . import (amortized, bounds, checkpoints, conditions, data, flows, posterior_grid,
-    inference_gaps, kl, local_posteriors, potentials, training, vae, vae_training)
+from . import (amortized, bounds, checkpoints, conditions, data, flows, gaussian_flow,
+               inference_gaps, kl, local_posteriors, posterior_grid, potentials, training, vae,
+               vae_training)
 from .runtime import device, quick_mode, seed_everything, set_threads
 
 __version__ = "0.1.0"
 
-__all__ = ["amortized", "bounds", "checkpoints", "conditions", "data", "flows", "posterior_grid",
-           "inference_gaps", "kl", "local_posteriors", "potentials", "training", "vae",
-           "vae_training", "device", "quick_mode", "seed_everything", "set_threads"]
+__all__ = ["amortized", "bounds", "checkpoints", "conditions", "data", "flows", "gaussian_flow",
+           "inference_gaps", "kl", "local_posteriors", "posterior_grid", "potentials", "training",
+           "vae", "vae_training", "device", "quick_mode", "seed_everything", "set_threads"]

@@ -44,8 +44,8 @@ from .conditions import (  # noqa: F401  (the family of targets, importable from
     raw_angle_features,
     ring_energy,
 )
-from .flows import (NormalizingFlow, PlanarFlow, gaussian_log_prob, planar_flow,
-    planar_flow_inverse, planar_param_count, split_planar_params)
+from . import gaussian_flow
+from .flows import NormalizingFlow, PlanarFlow, planar_param_count, split_planar_params
 from .training import Checkpoint, History, check_positive, run_steps, warmup_cosine
 
 __all__ = ["angle_features", "angle_radius_features", "raw_angle_features", "FEATURES",
@@ -91,8 +91,7 @@ class AmortizedPlanarFlow(nn.Module):
         if dim < 1 or flow_length < 0 or hidden < 1 or num_hidden_layers < 1:
             raise ValueError(
                 "need dim >= 1, flow_length >= 0, hidden >= 1, num_hidden_layers >= 1; got "
-                f"{dim}, {flow_length}, {hidden}, {num_hidden_layers}"
-            )
+                f"{dim}, {flow_length}, {hidden}, {num_hidden_layers}")
         self.dim = dim
         self.flow_length = flow_length
         self.features = features
@@ -149,14 +148,10 @@ class AmortizedPlanarFlow(nn.Module):
         batch = params.mu.shape[0]
         eps = torch.randn(batch, num_samples, self.dim, generator=generator,
                           device=params.mu.device, dtype=params.mu.dtype)
-        log_sigma = params.log_sigma.unsqueeze(1)  # (B, 1, D), broadcast over the n samples
-        z_0 = params.mu.unsqueeze(1) + torch.exp(log_sigma) * eps
-        log_q0 = gaussian_log_prob(eps, log_sigma)
-        if self.flow_length == 0:
-            return z_0, log_q0
-        z_k, sum_log_det = planar_flow(z_0, params.w.unsqueeze(1), params.u.unsqueeze(1),
-                                       params.b.unsqueeze(1))
-        return z_k, log_q0 - sum_log_det
+        flow_params = (None if self.flow_length == 0 else  # (B, 1, ...): broadcast over the n samples
+                       (params.w.unsqueeze(1), params.u.unsqueeze(1), params.b.unsqueeze(1)))
+        return gaussian_flow.sample(params.mu.unsqueeze(1), params.log_sigma.unsqueeze(1),
+                                    flow_params, eps)
 
     def log_prob(self, z_k: Tensor, condition: Tensor) -> Tensor:
         """Exact log q_phi(z_K | c) at arbitrary points, by inverting the flow layer by layer
@@ -176,14 +171,11 @@ class AmortizedPlanarFlow(nn.Module):
         if params.mu.shape[0] != z_k.shape[0]:
             raise ValueError(
                 f"z_k has {z_k.shape[0]} rows but condition has {params.mu.shape[0]}; expected "
-                "one row of points per condition"
-            )
+                "one row of points per condition")
         # the condition's parameters (B, 1, K, D) and (B, 1, K), broadcast over the m points
-        z_0, sum_log_det = planar_flow_inverse(z_k, params.w.unsqueeze(1),
-                                               params.u.unsqueeze(1), params.b.unsqueeze(1))
-        log_sigma = params.log_sigma.unsqueeze(1)
-        eps = (z_0 - params.mu.unsqueeze(1)) * torch.exp(-log_sigma)
-        return gaussian_log_prob(eps, log_sigma) - sum_log_det
+        flow_params = (params.w.unsqueeze(1), params.u.unsqueeze(1), params.b.unsqueeze(1))
+        return gaussian_flow.log_prob(z_k, params.mu.unsqueeze(1), params.log_sigma.unsqueeze(1),
+                                      flow_params)
 
     def to_flow(self, condition: Tensor) -> NormalizingFlow:
         """The flow for one condition as a stand-alone ``flows.NormalizingFlow`` (a copy of
@@ -361,9 +353,7 @@ def _check_same_run(state: dict, path: str | os.PathLike, run_config: dict) -> N
     if saved != run_config:
         differing = sorted(key for key in set(saved) | set(run_config)
                            if saved.get(key) != run_config.get(key))
-        raise ValueError(
-            f"checkpoint {path} was made with another configuration (differs in "
-            f"{differing}: expected {[saved.get(key) for key in differing]}, received "
-            f"{[run_config.get(key) for key in differing]}); delete it to train "
-            "anew, or pass another checkpoint_path"
-        )
+        raise ValueError(f"checkpoint {path} was made with another configuration (differs in "
+                         f"{differing}: expected {[saved.get(key) for key in differing]}, received "
+                         f"{[run_config.get(key) for key in differing]}); delete it to train "
+                         "anew, or pass another checkpoint_path")

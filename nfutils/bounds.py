@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .flows import gaussian_log_prob, planar_flow_inverse
+from . import gaussian_flow
 
 if TYPE_CHECKING:
     from .vae import VAE
@@ -114,8 +114,7 @@ def log_likelihood(model: VAE, x: Tensor, num_samples: int = 5000, batch: int = 
     if x.dim() != 2 or x.shape[-1] != model.data_dim:
         raise ValueError(
             f"x must have shape (N, {model.data_dim}) (a batch of flattened images); received "
-            f"{tuple(x.shape)}"
-        )
+            f"{tuple(x.shape)}")
     if chunk is None:
         chunk = max(1, min(num_samples, 20_000 // batch))
     device = next(model.parameters()).device
@@ -156,12 +155,5 @@ def log_q_at(model: VAE, x: Tensor, z_k: Tensor) -> Tensor:
     if z_k.dim() != 3 or z_k.shape[1:] != mu.shape:
         raise ValueError(
             f"z_k must have shape (G, {mu.shape[0]}, {mu.shape[1]}) (G points per example); "
-            f"received {tuple(z_k.shape)}"
-        )
-    standardized = flow_params is not None and model.standardized_flow
-    z = (z_k - mu) * torch.exp(-log_sigma) if standardized else z_k
-    sum_log_det = z.new_zeros(z.shape[:-1])
-    if flow_params is not None:  # (B, K, D), (B, K, D), (B, K) against z (G, B, D)
-        z, sum_log_det = planar_flow_inverse(z, *flow_params)
-    eps = z if standardized else (z - mu) * torch.exp(-log_sigma)
-    return gaussian_log_prob(eps, log_sigma) - sum_log_det
+            f"received {tuple(z_k.shape)}")
+    return gaussian_flow.log_prob(z_k, mu, log_sigma, flow_params, model.standardized_flow)

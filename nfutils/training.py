@@ -57,8 +57,7 @@ def check_finite_loss(loss: Tensor, step: int) -> None:
         raise NonFiniteLossError(
             f"loss became {float(loss.detach())} at step {step}; training stopped (parameters are those "
             "of the last finite step). Lower the learning rate, anneal the target (anneal=True) "
-            "or clip gradients."
-        )
+            "or clip gradients.")
 
 
 def check_finite_parameters(model: nn.Module, step: int) -> None:
@@ -70,8 +69,7 @@ def check_finite_parameters(model: nn.Module, step: int) -> None:
                 f"parameter {name} became NaN or infinite in the update of step {step}; "
                 "training stopped without saving this state (the checkpoint holds the last "
                 "good one). Lower the learning rate (a resume applies the new lr) or clip "
-                "gradients (max_grad_norm)."
-            )
+                "gradients (max_grad_norm).")
 
 
 @dataclass

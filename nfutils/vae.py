@@ -42,7 +42,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .bounds import BoundTerms, bound, log_likelihood, log_q_at  # noqa: F401
-from .flows import gaussian_log_prob, planar_flow, planar_param_count, split_planar_params
+from . import gaussian_flow
+from .flows import gaussian_log_prob, planar_param_count, split_planar_params
 from .posterior_grid import GridPosterior, grid_posterior  # noqa: F401
 
 __all__ = ["Maxout", "VAE", "BoundTerms", "bound", "log_likelihood", "build_vae", "CONFIG_KEYS",
@@ -149,8 +150,7 @@ class VAE(nn.Module):
             raise ValueError(
                 "need latent_dim >= 1, flow_length >= 0, hidden >= 1, num_hidden_layers >= 1, "
                 f"data_dim >= 1; got {latent_dim}, {flow_length}, {hidden}, "
-                f"{num_hidden_layers}, {data_dim}"
-            )
+                f"{num_hidden_layers}, {data_dim}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.config: dict[str, Any] = dict(
@@ -168,11 +168,9 @@ class VAE(nn.Module):
         self.encoder_gaussian = nn.Linear(hidden, 2 * latent_dim)  # (mu, log sigma)
         self.encoder_flow = (
             nn.Linear(hidden, planar_param_count(latent_dim, flow_length))
-            if flow_length > 0 else None
-        )
+            if flow_length > 0 else None)
         self.decoder = nn.Sequential(
-            _mlp([latent_dim] + trunk, activation, maxout_window), nn.Linear(hidden, data_dim)
-        )
+            _mlp([latent_dim] + trunk, activation, maxout_window), nn.Linear(hidden, data_dim))
         with torch.no_grad():
             # start with a broad q_0 (sigma = 1), and flows that depend little on x at first
             self.encoder_gaussian.weight.mul_(0.1)
@@ -188,8 +186,7 @@ class VAE(nn.Module):
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(
                 f"x must have shape (B, {self.data_dim}) (a batch of flattened images); "
-                f"received {shape}"
-            )
+                f"received {shape}")
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor, Tensor] | None]:
         """q(z|x)'s parameters.
@@ -258,15 +255,7 @@ class VAE(nn.Module):
         mu, log_sigma, flow_params = self.encode(x) if params is None else params
         eps = torch.randn((num_samples,) + tuple(mu.shape), generator=generator,
                           device=mu.device, dtype=mu.dtype)
-        sigma = torch.exp(log_sigma)
-        log_q = gaussian_log_prob(eps, log_sigma)
-        if flow_params is None:
-            return mu + sigma * eps, log_q
-        if self.standardized_flow:  # z_K = mu + sigma * flow(eps)
-            eps_k, sum_log_det = planar_flow(eps, *flow_params)
-            return mu + sigma * eps_k, log_q - sum_log_det
-        z_k, sum_log_det = planar_flow(mu + sigma * eps, *flow_params)  # z_K = flow(mu + sigma eps)
-        return z_k, log_q - sum_log_det
+        return gaussian_flow.sample(mu, log_sigma, flow_params, eps, self.standardized_flow)
 
     def log_weights(self, x: Tensor, num_samples: int = 1,
                     generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .checkpoints import (CheckpointError, check_writable, load_checkpoint, save_checkpoint,
-    unconverted_checkpoint)
+                          unconverted_checkpoint)
 from .bounds import bound
 from .data import batches, binarize, check_images
 from .flows import annealed_beta
@@ -127,8 +127,7 @@ def _check_arguments(model: VAE, train_images: Tensor, test_images: Tensor | Non
     if train_images.shape[0] == 0:
         raise ValueError(
             f"train_images is empty: expected at least one image of shape ({model.data_dim},); "
-            f"received shape {tuple(train_images.shape)}"
-        )
+            f"received shape {tuple(train_images.shape)}")
     check_images(train_images, "train_images")  # grey levels: binarized afresh at each step
     if test_images is not None:
         check_images(test_images, "test_images", binary=True)  # the bound takes them as they are

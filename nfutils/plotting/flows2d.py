@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .. import flows
 from .common import (as_numpy, bare_axes, density_on_grid, histogram2d, plot_density,
-    set_square_limits)
+                     set_square_limits)
 
 __all__ = ["flow_histogram", "layer_indices", "plot_potential", "plot_layer_samples",
            "layer_samples_figure", "layer_extent", "plot_planar_layer", "figure3_grid",
