@@ -163,8 +163,7 @@ def plot_amortization_gap(ax: Axes, angles, kl_amortized, kl_per_target,
     for x, low, high in zip(degrees, kl_per_target, kl_amortized):
         ax.plot([x, x], [low, high], color="grey", linewidth=0.8, zorder=0)
     ax.axhline(0.0, color="black", linewidth=0.6)
-    ax.set_xlabel("θ [degrees]")
-    ax.set_ylabel("KL(q || p) [nats]")
+    ax.set(xlabel="θ [degrees]", ylabel="KL(q || p) [nats]")
     ax.legend(fontsize=8)
     return line
 

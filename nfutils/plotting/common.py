@@ -103,8 +103,7 @@ def histogram2d(samples, extent=4.0, bins: int = 200) -> np.ndarray:
 
 def bare_axes(ax: Axes, title: str | None = None) -> None:
     """No ticks (a picture, not a chart) and an optional small title."""
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
     if title is not None:
         ax.set_title(title, fontsize=9)
 
@@ -112,9 +111,7 @@ def bare_axes(ax: Axes, title: str | None = None) -> None:
 def set_square_limits(ax: Axes, extent) -> None:
     """Show exactly ``extent`` (half-width or 4-tuple), with equal scales on both axes."""
     xmin, xmax, ymin, ymax = square_extent(extent)
-    ax.set_xlim(xmin, xmax)
-    ax.set_ylim(ymin, ymax)
-    ax.set_aspect("equal")
+    ax.set(xlim=(xmin, xmax), ylim=(ymin, ymax), aspect="equal")
 
 
 def plot_density(ax: Axes, density, extent=4.0, title: str | None = None, cmap: str = "viridis",
@@ -163,8 +160,7 @@ def plot_kl_curve(ax: Axes, steps, kl, label: str | None = None, smooth: int = 1
     else:
         line = ax.plot(steps, kl, label=label)[0]
     ax.axhline(0.0, color="black", linewidth=0.6)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("KL(q || p) [nats]")
+    ax.set(xlabel="training step", ylabel="KL(q || p) [nats]")
     if title is not None:
         ax.set_title(title, fontsize=10)
     return line
@@ -188,8 +184,7 @@ def plot_bound_against_flow_length(ax: Axes, flow_lengths, nll, neg_elbo,
         if values:
             keys = sorted(values)
             ax.plot(keys, [values[k] for k in keys], style, linestyle=":", label=label)
-    ax.set_xlabel("flow length K")
-    ax.set_ylabel("nats (lower is better)")
+    ax.set(xlabel="flow length K", ylabel="nats (lower is better)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax

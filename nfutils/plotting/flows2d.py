@@ -175,9 +175,7 @@ def plot_planar_layer(w: Sequence[float], u: Sequence[float], b: float, constrai
     for ax, points, title in ((axes[0], grid, "grid z"), (axes[1], image, "image f(z)")):
         ax.scatter(*as_numpy(points).T, c=colour, cmap="coolwarm", s=6, vmin=-limit, vmax=limit,
                    linewidths=0)
-        ax.set_xlim(-extent - 1, extent + 1)
-        ax.set_ylim(-extent - 1, extent + 1)
-        ax.set_aspect("equal")
+        ax.set(xlim=(-extent - 1, extent + 1), ylim=(-extent - 1, extent + 1), aspect="equal")
         ax.set_title(title, fontsize=9)
     # the hyperplane w.z + b = 0 in the first panel
     if float(w_t.norm()) > 0:
@@ -275,10 +273,8 @@ def plot_kl_against_length(ax: Axes, flow_lengths: Sequence[int],
         lines += ax.plot(flow_lengths, values, styles[kinds.index(kind) % 4], marker=marker, markersize=4,
                          color=colours[names.index(name) % 10], label=f"{name} {kind}")
     ax.set_xscale("log", base=2)
-    ax.set_xticks(flow_lengths)
-    ax.set_xticklabels([str(k) for k in flow_lengths])
-    ax.set_xlabel("flow length K")
-    ax.set_ylabel("KL(q || p) [nats]")
+    ax.set_xticks(flow_lengths, [str(k) for k in flow_lengths])
+    ax.set(xlabel="flow length K", ylabel="KL(q || p) [nats]")
     ax.axhline(0.0, color="black", linewidth=0.6)
     ax.legend(fontsize=7, ncol=2)
     if title is not None:

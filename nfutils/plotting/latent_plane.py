@@ -48,12 +48,8 @@ def plot_latent_codes(ax: Axes, z, labels, extent=None, point_size: float = 1.5,
     points = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap=DIGIT_COLORS, vmin=-0.5, vmax=9.5,
                         s=point_size, linewidths=0, rasterized=True)
     if extent is not None:
-        xmin, xmax, ymin, ymax = square_extent(extent)
-        ax.set_xlim(xmin, xmax)
-        ax.set_ylim(ymin, ymax)
-    ax.set_aspect("equal")
-    ax.set_xlabel("$z_1$")
-    ax.set_ylabel("$z_2$")
+        set_square_limits(ax, extent)
+    ax.set(aspect="equal", xlabel="$z_1$", ylabel="$z_2$")
     if legend:
         from matplotlib.lines import Line2D
 
@@ -120,8 +116,7 @@ def plot_manifold(ax: Axes, image, extent=3.0, title: str | None = None, image_s
     image = as_numpy(image)
     box = _pixel_box(extent, image.shape[0] // image_side)
     artist = ax.imshow(image, cmap="gray_r", vmin=0, vmax=1, extent=box, interpolation="nearest")
-    ax.set_xlabel("$z_1$")
-    ax.set_ylabel("$z_2$")
+    ax.set(xlabel="$z_1$", ylabel="$z_2$")
     if title is not None:
         ax.set_title(title, fontsize=9)
     return artist
@@ -215,8 +210,8 @@ def posterior_comparison_figure(images: Sequence, grids: Mapping[str, Sequence],
                           linewidth=0.9)
             ax.set_facecolor(colour(0.0))  # beyond this model's grid the posterior is ~0
             centre = windows[j][:2]
-            ax.set_xlim(centre[0] - side / 2, centre[0] + side / 2)
-            ax.set_ylim(centre[1] - side / 2, centre[1] + side / 2)
+            ax.set(xlim=(centre[0] - side / 2, centre[0] + side / 2),
+                   ylim=(centre[1] - side / 2, centre[1] + side / 2))
             ax.tick_params(labelsize=7)
             ax.set_title(f"{name}: KL(q || p) = {grid.kl:.2f} nats", fontsize=9)
     colour_bar = fig.colorbar(image, cax=fig.add_subplot(layout[:, -1]))
@@ -321,13 +316,11 @@ def gap_split_figure(gaps: Mapping, panel_size: float = 3.4) -> Figure:
             ax_cdf.step(values, fraction, where="post", color=colour,
                         linestyle=["-", "--", ":", "-."][i % 4], label=f"{name}: {part}")
     ax_bars.set_xticks(range(len(names)), names)
-    ax_bars.set_xlim(-0.6, len(names) - 0.2)
-    ax_bars.set_ylabel("mean over images [nats]")
+    ax_bars.set(xlim=(-0.6, len(names) - 0.2), ylabel="mean over images [nats]")
     ax_bars.set_title("KL(q_enc || p(z|x)) = approximation + amortization", fontsize=9)
     ax_bars.legend(fontsize=8, loc="upper left")
     ax_cdf.set_xscale("symlog", linthresh=0.1)
-    ax_cdf.set_xlabel("gap of one image [nats]")
-    ax_cdf.set_ylabel("fraction of images with a smaller gap")
+    ax_cdf.set(xlabel="gap of one image [nats]", ylabel="fraction of images with a smaller gap")
     ax_cdf.set_title(f"{len(as_numpy(gaps[names[0]].log_px))} test images", fontsize=9)
     ax_cdf.grid(alpha=0.3)
     ax_cdf.legend(fontsize=8, loc="lower right")
