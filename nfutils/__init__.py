@@ -7,7 +7,8 @@ Modules, one concept each, in reading order:
   coupling layers, the free energy of Eq. (15), the fast planar path behind one switch;
 * ``potentials``: the 2-D energies of Table 1; ``kl``: Monte Carlo KL with standard errors;
 * ``training``: the one training loop (``run_steps``, resumable through a ``Checkpoint``), its
-  ``History``, optimizers and schedules, ``fit_flow``; ``checkpoints``: atomic save, checked load;
+  ``History``, ``fit_flow``; ``optim``: optimizers and learning-rate schedules;
+  ``checkpoints``: atomic save, checked load;
 * ``conditions``: a family of 2-D targets and its condition features; ``amortized``: a network
   that maps a condition to a whole planar flow, and ``fit_amortized``;
 * ``gaussian_flow``: a diagonal Gaussian then planar layers with per-example parameters, the
@@ -40,12 +41,12 @@ The public API the notebooks use:
 """
 
 from . import (amortized, bounds, checkpoints, conditions, data, flows, gaussian_flow,
-               inference_gaps, kl, local_posteriors, posterior_grid, potentials, training, vae,
-               vae_training)
+               inference_gaps, kl, local_posteriors, optim, posterior_grid, potentials, training,
+               vae, vae_training)
 from .runtime import device, quick_mode, seed_everything, set_threads
 
 __version__ = "0.1.0"
 
 __all__ = ["amortized", "bounds", "checkpoints", "conditions", "data", "flows", "gaussian_flow",
-           "inference_gaps", "kl", "local_posteriors", "posterior_grid", "potentials", "training",
-           "vae", "vae_training", "device", "quick_mode", "seed_everything", "set_threads"]
+           "inference_gaps", "kl", "local_posteriors", "optim", "posterior_grid", "potentials",
+           "training", "vae", "vae_training", "device", "quick_mode", "seed_everything", "set_threads"]
