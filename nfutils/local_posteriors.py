@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from . import gaussian_flow
+from .flows import split_planar_params
 from .training import History, make_optimizer, run_steps, warmup_cosine
 from .vae import VAE, identity_planar_params
 
@@ -78,13 +79,10 @@ class LocalFlowPosterior(nn.Module):
                 raise ValueError(f"flow_params must have shapes {expected}; received "
                                  f"{tuple(w.shape)}, {tuple(u.shape)}, {tuple(b.shape)}")
         else:
-            w, u, b = [], [], []
-            for _ in range(num_images):
-                flat = identity_planar_params(dim, flow_length, generator=generator)
-                w.append(flat[: flow_length * dim].view(flow_length, dim))
-                u.append(flat[flow_length * dim : 2 * flow_length * dim].view(flow_length, dim))
-                b.append(flat[2 * flow_length * dim :])
-            w, u, b = (torch.stack(t).to(device, dtype) for t in (w, u, b))
+            flat = torch.stack([identity_planar_params(dim, flow_length, generator=generator)
+                                for _ in range(num_images)]).to(device, dtype)
+            w, u, b = (t.clone(memory_format=torch.contiguous_format)
+                       for t in split_planar_params(flat, dim, flow_length))
         self.w = nn.Parameter(w)  # (B, K, D)
         self.u = nn.Parameter(u)  # (B, K, D), before App. A.1
         self.b = nn.Parameter(b)  # (B, K)

@@ -67,8 +67,8 @@ def _checked_config(state: dict[str, Any], path: str | os.PathLike) -> dict[str,
 def save_vae(model: VAE, path: str | os.PathLike, dtype: torch.dtype = torch.float32,
              **extra: Any) -> None:
     """Save a model's weights only (no optimizer), in ``dtype``, with its config and ``extra``
-    entries (e.g. ``history=history.as_dict()``, budgets): the small files committed under
-    ``data/checkpoints/``. Written atomically with a checksum; read back with ``load_vae``."""
+    entries (e.g. ``history=history.as_dict()``, budgets): small files, fit to commit beside
+    the code. Written atomically with a checksum; read back with ``load_vae``."""
     weights = {name: tensor.detach().to("cpu", dtype) for name, tensor in model.state_dict().items()}
     save_checkpoint({"format": CHECKPOINT_FORMAT, "config": dict(model.config),
                      "model": weights, **extra}, path)

@@ -62,12 +62,9 @@ def planar_layer_explorer(w=(1.0, 0.0), u=(1.0, 0.0), b: float = 0.0, constrain:
                                    description=name, continuous_update=False)
 
     return widgets.interactive(
-        draw,
-        w1=slider("w1", w[0]), w2=slider("w2", w[1]),
-        u1=slider("u1", u[0]), u2=slider("u2", u[1]),
-        b=slider("b", b),
-        constrain=widgets.Checkbox(value=constrain, description="u_hat (App. A.1)"),
-    )
+        draw, w1=slider("w1", w[0]), w2=slider("w2", w[1]), u1=slider("u1", u[0]),
+        u2=slider("u2", u[1]), b=slider("b", b),
+        constrain=widgets.Checkbox(value=constrain, description="u_hat (App. A.1)"))
 
 
 def layer_slider(layers: Mapping[str, Sequence], color_values: Mapping[str, np.ndarray],
@@ -191,10 +188,8 @@ def latent_slider(models: Mapping, codes: Mapping | None = None, extent: float =
                                    description=name, continuous_update=False)
 
     return widgets.interactive(
-        draw,
-        model=widgets.Dropdown(options=names, value=names[0], description="model"),
-        z1=slider("z1"), z2=slider("z2"),
-    )
+        draw, model=widgets.Dropdown(options=names, value=names[0], description="model"),
+        z1=slider("z1"), z2=slider("z2"))
 
 
 # --------------------------------------------------------------------------- VAE, 40-D latent
@@ -220,8 +215,5 @@ def flow_length_slider(originals, reconstructions: Mapping[int, np.ndarray]) -> 
         return _show(plotting.reconstructions_figure(
             originals, reconstructions[flow_length], title=f"flow length K = {flow_length}"))
 
-    return widgets.interactive(
-        draw,
-        flow_length=widgets.SelectionSlider(options=flow_lengths, value=flow_lengths[-1],
-                                            description="K", continuous_update=False),
-    )
+    return widgets.interactive(draw, flow_length=widgets.SelectionSlider(
+        options=flow_lengths, value=flow_lengths[-1], description="K", continuous_update=False))
