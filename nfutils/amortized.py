@@ -34,23 +34,15 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .checkpoints import CheckpointError, check_writable, load_checkpoint, unconverted_checkpoint
-from .conditions import (  # noqa: F401  (the family of targets, importable from here too)
-    FEATURES,
-    ConditionalEnergy,
-    angle_features,
-    angle_radius_features,
-    as_condition,
-    raw_angle_features,
-    ring_energy,
-)
 from . import gaussian_flow
+from .checkpoints import CheckpointError, check_writable, load_checkpoint, unconverted_checkpoint
+from .conditions import FEATURES, ConditionalEnergy, as_condition
+from .conditions import ring_energy  # noqa: F401  (the family of targets, as the notebooks use it)
 from .flows import NormalizingFlow, PlanarFlow, planar_param_count, split_planar_params
 from .training import Checkpoint, History, check_positive, run_steps, warmup_cosine
 
-__all__ = ["angle_features", "angle_radius_features", "raw_angle_features", "FEATURES",
-           "ring_energy", "FlowParams", "AmortizedPlanarFlow", "ConditionalEnergy", "SCHEDULES",
-           "schedule_factor", "CHECKPOINT_KEYS", "load_amortized", "fit_amortized"]
+__all__ = ["FlowParams", "AmortizedPlanarFlow", "SCHEDULES", "schedule_factor", "CHECKPOINT_KEYS",
+           "load_amortized", "fit_amortized"]
 
 # --------------------------------------------------------------------------- the amortizer
 
