@@ -1,12 +1,13 @@
 """Figures of a VAE with a 2-D latent, where posteriors can be seen and integrated.
 
 The codes of the test set in the latent plane, the decoder's images over that plane, the true
-posterior p(z|x) next to q(z|x) (both on a ``vae.GridPosterior``), learning curves over seeds,
-a latent point with its decoded digit, and where each model's bound loses (the approximation
-and amortization gaps, ``inference_gaps.InferenceGaps``).
+posterior p(z|x) next to q(z|x) (both on a ``posterior_grid.GridPosterior``), learning curves
+over seeds, a latent point with its decoded digit, and where each model's bound loses (the
+approximation and amortization gaps, ``inference_gaps.InferenceGaps``).
 
-A ``vae.GridPosterior`` holds its densities on the grid points of ``vae.grid_posterior``: R
-points per side, the first and last on the edges of ``grid.extent`` (``_lattice``).
+A ``posterior_grid.GridPosterior`` holds its densities on the grid points of
+``vae.grid_posterior``: R points per side, the first and last on the edges of ``grid.extent``
+(``_lattice``).
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def plot_posterior_pair(ax_p: Axes, ax_q: Axes, log_posterior, log_q, extent, kl
 
 def _posterior_window(grid, fraction: float = 0.01, margin: float = 1.4) -> tuple[float, float, float]:
     """(z1 centre, z2 centre, side) of a square around where p(z|x) or q exceeds ``fraction`` of
-    its maximum on a ``vae.GridPosterior``, enlarged by ``margin``."""
+    its maximum on a ``posterior_grid.GridPosterior``, enlarged by ``margin``."""
     log_p, log_q = as_numpy(grid.log_posterior), as_numpy(grid.log_q)
     keep = (log_p > log_p.max() + math.log(fraction)) | (log_q > log_q.max() + math.log(fraction))
     rows, cols = np.nonzero(keep)
@@ -171,7 +172,8 @@ def posterior_comparison_figure(images: Sequence, grids: Mapping[str, Sequence],
 
     Args:
         images: the digits, each (784,) or (28, 28).
-        grids: model name -> one ``vae.GridPosterior`` per digit (``vae.grid_posterior``).
+        grids: model name -> one ``posterior_grid.GridPosterior`` per digit
+            (``vae.grid_posterior``).
         panel_size: inches per posterior panel.
         levels: q's contour lines, as fractions of its maximum.
 
