@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from . import gaussian_flow
 from .flows import split_planar_params
-from .training import History, make_optimizer, run_steps, warmup_cosine
+from .training import History, check_positive, make_optimizer, run_steps, warmup_cosine
 from .vae import VAE, identity_planar_params
 
 __all__ = ["LocalFlowPosterior", "fit_local_posteriors", "local_elbo", "local_log_likelihood"]
@@ -111,9 +111,7 @@ def _check_fit_arguments(decoder_model: VAE, flow_length: int, num_steps: int,
                          num_samples: int, standardized: bool, flow_start: str,
                          average_fraction: float) -> None:
     """fit_local_posteriors' arguments, with what was expected and received."""
-    if num_steps < 1 or num_samples < 1:
-        raise ValueError(f"need num_steps >= 1 and num_samples >= 1; got {num_steps}, "
-                         f"{num_samples}")
+    check_positive(num_steps=num_steps, num_samples=num_samples)
     if not 0.0 <= average_fraction < 1.0:
         raise ValueError(f"average_fraction must be in [0, 1), got {average_fraction}")
     if flow_start not in ("identity", "encoder"):
