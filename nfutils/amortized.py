@@ -1,6 +1,6 @@
 """Amortized (conditional) planar flows: one network maps a condition to a whole flow.
 
-Part 1 fits one flow per target by running an optimizer. For a *family* of targets
+``training.fit_flow`` fits one flow per target by running an optimizer. For a *family* of targets
 p(z | c) ∝ exp(-U(z; c)) (here U1's ring rotated by an angle theta, and optionally scaled to
 a radius r) that costs one optimization per member. Amortization (the idea behind the
 inference networks of Section 4 of Rezende & Mohamed, 2015, and of VAEs) trains instead a
@@ -18,9 +18,8 @@ and afterwards one forward pass of g_phi replaces a whole optimization. The pric
 *amortization gap*: KL(q_phi(.|c) || p(.|c)) can only be larger than the KL of the best flow
 of the same family fitted to that c alone.
 
-The angle enters as (cos theta, sin theta) (``angle_features``): theta = -pi and theta = pi
-are the same target, and these features make the network's input (and hence its output) the
-same there, whereas a network fed the raw angle sees the two ends of [-pi, pi] as far apart.
+The condition enters through a feature map of ``conditions`` (by default the angle as
+(cos theta, sin theta), ``conditions.angle_features``).
 
 Shapes: a batch of B conditions is ``condition`` (B, C); samples come as (B, n, D) with log q
 of shape (B, n); per-example flow parameters have shape (B, K, D) / (B, K), exactly what
@@ -29,153 +28,21 @@ of shape (B, n); per-example flow parameters have shape (B, K, D) / (B, K), exac
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from .checkpoints import (
-    CheckpointError,
-    check_writable,
-    load_checkpoint,
-    save_checkpoint,
-    unconverted_checkpoint,
-)
-from .flows import (
-    NormalizingFlow,
-    PlanarFlow,
-    gaussian_log_prob,
-    planar_flow,
-    planar_flow_inverse,
-    planar_param_count,
-    split_planar_params,
-)
-from .potentials import rotated_U1
-from .training import History, check_positive, run_steps, warmup_cosine
+from . import gaussian_flow
+from .checkpoints import CheckpointError, check_writable, load_checkpoint, unconverted_checkpoint
+from .conditions import FEATURES, ConditionalEnergy, as_condition
+from .conditions import ring_energy  # noqa: F401  (the family of targets, as the notebooks use it)
+from .flows import NormalizingFlow, PlanarFlow, planar_param_count, split_planar_params
+from .training import Checkpoint, History, check_positive, run_steps, warmup_cosine
 
-__all__ = [
-    "angle_features",
-    "angle_radius_features",
-    "raw_angle_features",
-    "FEATURES",
-    "ring_energy",
-    "FlowParams",
-    "AmortizedPlanarFlow",
-    "ConditionalEnergy",
-    "SCHEDULES",
-    "schedule_factor",
-    "CHECKPOINT_KEYS",
-    "load_amortized",
-    "fit_amortized",
-]
-
-#: An energy of a family of targets: U(z; c), (B, n, D) and (B, C) -> (B, n).
-ConditionalEnergy = Callable[[Tensor, Tensor], Tensor]
-
-
-# --------------------------------------------------------------------------- conditions
-
-
-def _as_condition(condition: Tensor, condition_dim: int) -> Tensor:
-    """(B,) or (B, C) -> (B, C); a clear ValueError otherwise."""
-    if not isinstance(condition, Tensor):
-        raise TypeError(f"condition must be a torch.Tensor, got {type(condition).__name__}")
-    if condition.dim() == 1 and condition_dim == 1:
-        condition = condition.unsqueeze(-1)
-    if condition.dim() != 2 or condition.shape[-1] != condition_dim:
-        raise ValueError(
-            f"condition must have shape (B, {condition_dim})"
-            + (" or (B,)" if condition_dim == 1 else "")
-            + f"; received shape {tuple(condition.shape)}"
-        )
-    if not bool(torch.isfinite(condition).all()):
-        raise ValueError(f"condition contains NaN or infinite values (shape {tuple(condition.shape)})")
-    return condition
-
-
-def angle_features(condition: Tensor) -> Tensor:
-    """(theta) -> (cos theta, sin theta): a periodic encoding of the angle.
-
-    theta and theta + 2 pi give the same features, so the amortizer's output is continuous
-    across theta = ±pi, like the family of targets itself.
-
-    Args:
-        condition: angles in radians, shape (B, 1) (or (B,)).
-
-    Returns:
-        features, shape (B, 2).
-    """
-    theta = _as_condition(condition, 1)[:, 0]
-    return torch.stack([torch.cos(theta), torch.sin(theta)], dim=-1)
-
-
-def angle_radius_features(condition: Tensor) -> Tensor:
-    """(theta, r) -> (cos theta, sin theta, r - 2): angle and ring radius.
-
-    Args:
-        condition: shape (B, 2), columns (angle in radians, radius).
-
-    Returns:
-        features, shape (B, 3); the radius is centred on U1's radius 2.
-    """
-    condition = _as_condition(condition, 2)
-    theta, radius = condition[:, 0], condition[:, 1]
-    return torch.stack([torch.cos(theta), torch.sin(theta), radius - 2.0], dim=-1)
-
-
-def raw_angle_features(condition: Tensor) -> Tensor:
-    """(theta) -> theta / pi: the naive encoding (for comparison only).
-
-    theta = -pi and theta = pi, one and the same target, map to -1 and +1: the network must
-    learn a map that jumps back at the seam, which a smooth network cannot do exactly.
-
-    Args:
-        condition: shape (B, 1) (or (B,)).
-
-    Returns:
-        features, shape (B, 1).
-    """
-    return _as_condition(condition, 1) / math.pi
-
-
-#: feature maps by name: name -> (function, condition_dim C, number of features F)
-FEATURES: dict[str, tuple[Callable[[Tensor], Tensor], int, int]] = {
-    "angle": (angle_features, 1, 2),
-    "angle_radius": (angle_radius_features, 2, 3),
-    "raw_angle": (raw_angle_features, 1, 1),
-}
-
-
-def ring_energy(z: Tensor, condition: Tensor) -> Tensor:
-    """U(z; c) of Part 2's family: ``potentials.rotated_U1`` per condition.
-
-    U1's ring with its two lobes along the angle theta; with a second column, the ring's
-    radius r (default 2, U1 itself):
-
-        U(z; theta, r) = 0.5 ((||z|| - r) / 0.4)^2
-                         - log(exp(-0.5 ((a - r) / 0.6)^2) + exp(-0.5 ((a + r) / 0.6)^2)),
-        a = z1 cos theta + z2 sin theta.
-
-    Args:
-        z: samples, shape (B, n, 2), one row of n samples per condition.
-        condition: shape (B, 1) (theta) or (B, 2) (theta, r).
-
-    Returns:
-        U, shape (B, n).
-    """
-    if z.dim() != 3 or z.shape[-1] != 2:
-        raise ValueError(f"z must have shape (B, n, 2); received shape {tuple(z.shape)}")
-    if condition.dim() != 2 or condition.shape[0] != z.shape[0] or condition.shape[1] not in (1, 2):
-        raise ValueError(
-            f"condition must have shape ({z.shape[0]}, 1) or ({z.shape[0]}, 2) to match z of "
-            f"shape {tuple(z.shape)}; received shape {tuple(condition.shape)}"
-        )
-    angle = condition[:, 0:1]
-    radius = condition[:, 1:2] if condition.shape[1] == 2 else 2.0
-    return rotated_U1(z, angle, radius=radius)
-
+__all__ = ["FlowParams", "AmortizedPlanarFlow", "SCHEDULES", "schedule_factor", "CHECKPOINT_KEYS",
+           "load_amortized", "fit_amortized"]
 
 # --------------------------------------------------------------------------- the amortizer
 
@@ -201,7 +68,7 @@ class AmortizedPlanarFlow(nn.Module):
     b = 0), so training starts from a near-identity flow for every condition.
 
     Args:
-        dim: D (2 for the targets of Part 2).
+        dim: D (2 for the rings of ``conditions``).
         flow_length: K, the number of planar layers.
         features: a key of ``FEATURES`` ("angle", "angle_radius" or "raw_angle").
         hidden: width of the hidden layers. num_hidden_layers: how many (>= 1).
@@ -216,8 +83,7 @@ class AmortizedPlanarFlow(nn.Module):
         if dim < 1 or flow_length < 0 or hidden < 1 or num_hidden_layers < 1:
             raise ValueError(
                 "need dim >= 1, flow_length >= 0, hidden >= 1, num_hidden_layers >= 1; got "
-                f"{dim}, {flow_length}, {hidden}, {num_hidden_layers}"
-            )
+                f"{dim}, {flow_length}, {hidden}, {num_hidden_layers}")
         self.dim = dim
         self.flow_length = flow_length
         self.features = features
@@ -247,7 +113,7 @@ class AmortizedPlanarFlow(nn.Module):
         Returns:
             ``FlowParams`` with mu, log_sigma (B, D); w, u (B, K, D); b (B, K).
         """
-        condition = _as_condition(condition, self.condition_dim)
+        condition = as_condition(condition, self.condition_dim)
         out = self.head(self.body(self.featurize(condition)))
         mu, log_sigma, flat = torch.split(out, [self.dim, self.dim, out.shape[-1] - 2 * self.dim], -1)
         w, u, b = split_planar_params(flat, self.dim, self.flow_length)
@@ -274,14 +140,10 @@ class AmortizedPlanarFlow(nn.Module):
         batch = params.mu.shape[0]
         eps = torch.randn(batch, num_samples, self.dim, generator=generator,
                           device=params.mu.device, dtype=params.mu.dtype)
-        log_sigma = params.log_sigma.unsqueeze(1)  # (B, 1, D), broadcast over the n samples
-        z_0 = params.mu.unsqueeze(1) + torch.exp(log_sigma) * eps
-        log_q0 = gaussian_log_prob(eps, log_sigma)
-        if self.flow_length == 0:
-            return z_0, log_q0
-        z_k, sum_log_det = planar_flow(z_0, params.w.unsqueeze(1), params.u.unsqueeze(1),
-                                       params.b.unsqueeze(1))
-        return z_k, log_q0 - sum_log_det
+        flow_params = (None if self.flow_length == 0 else  # (B, 1, ...): broadcast over the n samples
+                       (params.w.unsqueeze(1), params.u.unsqueeze(1), params.b.unsqueeze(1)))
+        return gaussian_flow.sample(params.mu.unsqueeze(1), params.log_sigma.unsqueeze(1),
+                                    flow_params, eps)
 
     def log_prob(self, z_k: Tensor, condition: Tensor) -> Tensor:
         """Exact log q_phi(z_K | c) at arbitrary points, by inverting the flow layer by layer
@@ -301,14 +163,11 @@ class AmortizedPlanarFlow(nn.Module):
         if params.mu.shape[0] != z_k.shape[0]:
             raise ValueError(
                 f"z_k has {z_k.shape[0]} rows but condition has {params.mu.shape[0]}; expected "
-                "one row of points per condition"
-            )
+                "one row of points per condition")
         # the condition's parameters (B, 1, K, D) and (B, 1, K), broadcast over the m points
-        z_0, sum_log_det = planar_flow_inverse(z_k, params.w.unsqueeze(1),
-                                               params.u.unsqueeze(1), params.b.unsqueeze(1))
-        log_sigma = params.log_sigma.unsqueeze(1)
-        eps = (z_0 - params.mu.unsqueeze(1)) * torch.exp(-log_sigma)
-        return gaussian_log_prob(eps, log_sigma) - sum_log_det
+        flow_params = (params.w.unsqueeze(1), params.u.unsqueeze(1), params.b.unsqueeze(1))
+        return gaussian_flow.log_prob(z_k, params.mu.unsqueeze(1), params.log_sigma.unsqueeze(1),
+                                      flow_params)
 
     def to_flow(self, condition: Tensor) -> NormalizingFlow:
         """The flow for one condition as a stand-alone ``flows.NormalizingFlow`` (a copy of
@@ -398,23 +257,15 @@ def load_amortized(path: str | os.PathLike, device: str | torch.device | None = 
     return model.to(device or "cpu").eval(), state
 
 
-def fit_amortized(
-    model: AmortizedPlanarFlow,
-    energy: ConditionalEnergy,
-    sample_conditions: Callable[[int, torch.Generator | None], Tensor],
-    num_steps: int = 10_000,
-    conditions_per_step: int = 32,
-    samples_per_condition: int = 64,
-    lr: float = 3e-3,
-    schedule: str = "cosine",
-    log_Z: float | Callable[[Tensor], Tensor] | None = None,
-    clip_grad_norm: float | None = 100.0,
-    log_every: int = 100,
-    progress: bool = False,
-    generator: torch.Generator | None = None,
-    checkpoint_path: str | os.PathLike | None = None,
-    checkpoint_every: int = 1000,
-) -> History:
+def fit_amortized(model: AmortizedPlanarFlow, energy: ConditionalEnergy,
+                  sample_conditions: Callable[[int, torch.Generator | None], Tensor],
+                  num_steps: int = 10_000, conditions_per_step: int = 32,
+                  samples_per_condition: int = 64, lr: float = 3e-3, schedule: str = "cosine",
+                  log_Z: float | Callable[[Tensor], Tensor] | None = None,
+                  clip_grad_norm: float | None = 100.0, log_every: int = 100,
+                  progress: bool = False, generator: torch.Generator | None = None,
+                  checkpoint_path: str | os.PathLike | None = None, checkpoint_every: int = 1000
+                  ) -> History:
     """Train an amortizer by the free energy averaged over random conditions (Eq. 15):
 
         F(phi) = (1 / B n) sum_b sum_i [log q_phi(z_bi | c_b) + U(z_bi; c_b)],
@@ -465,27 +316,6 @@ def fit_amortized(
     run_config = dict(model=dict(model.config), num_steps=num_steps,
                       conditions_per_step=conditions_per_step,
                       samples_per_condition=samples_per_condition, lr=lr, schedule=schedule)
-    start_step = 0
-    if checkpoint_path is not None and os.path.exists(checkpoint_path):
-        state = load_checkpoint(checkpoint_path, required=CHECKPOINT_KEYS)
-        saved = _checked_run_config(state, checkpoint_path)
-        if saved != run_config:
-            differing = sorted(key for key in set(saved) | set(run_config)
-                               if saved.get(key) != run_config.get(key))
-            raise ValueError(
-                f"checkpoint {checkpoint_path} was made with another configuration (differs in "
-                f"{differing}: expected {[saved.get(key) for key in differing]}, received "
-                f"{[run_config.get(key) for key in differing]}); delete it to train "
-                "anew, or pass another checkpoint_path"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if generator is not None and state.get("generator") is not None:
-            generator.set_state(state["generator"])
-        history = History.from_dict(state["history"])
-        start_step = int(state["step"])
-        history.resumed_from.append(start_step)
-
     drawn = {}  # the conditions of the current step, for the record
 
     def step_loss(step: int) -> Tensor:
@@ -496,28 +326,26 @@ def fit_amortized(
 
     def record(step: int, loss: Tensor, grad_norm: float | None) -> None:
         if step % log_every == 0 or step == num_steps - 1:
-            value = float(loss)
-            history.steps.append(step)
-            history.free_energy.append(value)
-            history.lr.append(optimizer.param_groups[0]["lr"])
-            if log_Z is not None:
-                mean_log_Z = (float(log_Z) if isinstance(log_Z, (int, float))
-                              else float(log_Z(drawn["condition"]).mean()))
-                history.kl.append(value + mean_log_Z)
+            mean_log_Z = (None if log_Z is None else float(log_Z) if isinstance(log_Z, (int, float))
+                          else float(log_Z(drawn["condition"]).mean()))
+            history.add_free_energy(step, float(loss), optimizer.param_groups[0]["lr"], mean_log_Z)
 
-    def save(done: int) -> None:
-        if checkpoint_path is None:
-            return
-        save_checkpoint({
-            "run_config": run_config,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "generator": None if generator is None else generator.get_state(),
-            "history": history.as_dict(),
-            "step": done,
-        }, checkpoint_path)
+    checkpoint = None if checkpoint_path is None else Checkpoint(
+        checkpoint_path, generator, extra=lambda done: {"run_config": run_config},
+        check=lambda state: _check_same_run(state, checkpoint_path, run_config),
+        required=CHECKPOINT_KEYS)
+    return run_steps(model, optimizer, step_loss, history, num_steps, lr, lr_factor=lr_factor,
+                     max_grad_norm=clip_grad_norm, after_step=record, checkpoint=checkpoint,
+                     checkpoint_every=checkpoint_every, progress=progress, desc="amortized fit")
 
-    return run_steps(model, optimizer, step_loss, history, num_steps, lr, start_step=start_step,
-                     lr_factor=lr_factor, max_grad_norm=clip_grad_norm, after_step=record,
-                     save=save, checkpoint_every=checkpoint_every, progress=progress,
-                     desc="amortized fit")
+
+def _check_same_run(state: dict, path: str | os.PathLike, run_config: dict) -> None:
+    """Refuse a checkpoint made with another configuration (it would be another run)."""
+    saved = _checked_run_config(state, path)
+    if saved != run_config:
+        differing = sorted(key for key in set(saved) | set(run_config)
+                           if saved.get(key) != run_config.get(key))
+        raise ValueError(f"checkpoint {path} was made with another configuration (differs in "
+                         f"{differing}: expected {[saved.get(key) for key in differing]}, received "
+                         f"{[run_config.get(key) for key in differing]}); delete it to train "
+                         "anew, or pass another checkpoint_path")

@@ -11,7 +11,7 @@ refused with a message that says what is wrong and what to do, rather than load 
   file is ever run, checks the required keys and verifies the checksum (files without one
   load as they are).
 
-The VAE's files (``vae_training.save_vae`` / ``load_vae``) and Part 2's amortizers
+The VAE's files (``vae_training.save_vae`` / ``load_vae``) and the amortizers
 (``amortized.fit_amortized`` / ``load_amortized``) both go through these two functions.
 """
 
@@ -27,16 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = [
-    "CheckpointError",
-    "state_checksum",
-    "file_sha256",
-    "save_checkpoint",
-    "load_checkpoint",
-    "check_writable",
-    "unconverted_checkpoint",
-    "CONVERT_SCRIPT",
-]
+__all__ = ["CheckpointError", "state_checksum", "file_sha256", "save_checkpoint", "load_checkpoint",
+           "check_writable", "unconverted_checkpoint", "CONVERT_SCRIPT"]
 
 #: The script that brings a checkpoint written with older key names up to date, once.
 CONVERT_SCRIPT = "tools/convert_checkpoints.py"
@@ -57,8 +49,7 @@ def unconverted_checkpoint(path: str | os.PathLike, what: str) -> CheckpointErro
     return CheckpointError(
         f"checkpoint {path} was written with older key names ({what}). Convert it once with "
         f"`python {CONVERT_SCRIPT} {path}` (it rewrites the file in place, atomically, with a "
-        "valid checksum), then load it again."
-    )
+        "valid checksum), then load it again.")
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -170,15 +161,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if device is not None and device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"map_location={str(map_location)!r} but no CUDA device is available here; "
-            "expected map_location='cpu' (or a device this machine has)"
-        )
+            "expected map_location='cpu' (or a device this machine has)")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"checkpoint not found: {path}. Train the model to create it (the notebooks do this "
             "when retrain=True or the file is missing), or restore the committed file with "
-            f"`git checkout -- {path.name}` in its folder."
-        )
+            f"`git checkout -- {path.name}` in its folder.")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - any failure to unpickle means a bad file
@@ -191,11 +180,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(
             f"checkpoint {path} is not an nfutils checkpoint of this kind (expected a dict "
             f"with keys {list(required)}; found {type(state).__name__}"
-            + (f" with keys {sorted(state)}" if isinstance(state, dict) else "") + ")"
-        )
+            + (f" with keys {sorted(state)}" if isinstance(state, dict) else "") + ")")
     if "checksum" in state and state["checksum"] != state_checksum(state):
         raise CheckpointError(
             f"checkpoint {path} is corrupt: the checksum of its contents does not match the "
-            "one stored when it was written. Delete it and retrain, or restore it from git."
-        )
+            "one stored when it was written. Delete it and retrain, or restore it from git.")
     return state

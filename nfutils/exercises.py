@@ -4,13 +4,13 @@ Every ``check_...`` prints one line that starts with ``right``, ``wrong``, ``not
 ``not attempted yet`` and returns ``True`` (right), ``False`` (wrong or not yet) or ``None``
 (nothing given yet), so a notebook calls it for its message and a test for its value. A helper
 reports an exception raised by the learner's code instead of crashing. The worked solutions are
-kept apart, in the repository's ``solutions/`` folder (one file a part); ``tests/test_exercises.py``
+kept apart, in the repository's ``solutions/`` folder (one file a notebook); ``tests/test_exercises.py``
 runs each of them through its helper.
 
-Part 1: ``check_radial_log_det``, ``check_critical_t``, ``check_fit``.
-Part 2: ``check_period_features``, ``check_amortized_kl``, ``check_two_lobes``.
-Part 3: ``check_closed_form_kl``, ``check_posterior_kl``.
-Part 4: ``check_encoder_outputs``, ``check_log_mean_exp``, ``check_elbo_below_estimate``.
+2-D flows: ``check_radial_log_det``, ``check_critical_t``, ``check_fit``.
+Conditional flows: ``check_period_features``, ``check_amortized_kl``, ``check_two_lobes``.
+A VAE with a 2-D latent: ``check_closed_form_kl``, ``check_posterior_kl``.
+A VAE with a 40-D latent: ``check_encoder_outputs``, ``check_log_mean_exp``, ``check_elbo_below_estimate``.
 """
 
 from __future__ import annotations
@@ -25,12 +25,9 @@ from torch import Tensor
 from . import amortized, potentials
 from .kl import conditional_kl, flow_kl
 
-__all__ = [
-    "check_radial_log_det", "check_critical_t", "check_fit",
-    "check_period_features", "check_amortized_kl", "check_two_lobes",
-    "check_closed_form_kl", "check_posterior_kl",
-    "check_encoder_outputs", "check_log_mean_exp", "check_elbo_below_estimate",
-]
+__all__ = ["check_radial_log_det", "check_critical_t", "check_fit", "check_period_features",
+           "check_amortized_kl", "check_two_lobes", "check_closed_form_kl", "check_posterior_kl",
+           "check_encoder_outputs", "check_log_mean_exp", "check_elbo_below_estimate"]
 
 
 def _say(ok: bool, message: str, wrong: str = "wrong") -> bool:
@@ -43,7 +40,7 @@ def _not_attempted(what: str) -> None:
     return None
 
 
-# ---------------------------------------------------------------------------------- Part 1
+# ---------------------------------------------------------------------------------- 2-D flows
 
 def check_radial_log_det(log_det_fn: Callable | None) -> bool | None:
     """Exercise: the log-det of a radial layer (Eq. 14) in D dimensions.
@@ -104,7 +101,7 @@ def check_fit(model, energy: Callable[[Tensor], Tensor] | None, threshold: float
     return _say(kl < threshold, f"KL(q || p) = {kl:.3f} nats (target < {threshold})", wrong="not yet")
 
 
-# ---------------------------------------------------------------------------------- Part 2
+# ---------------------------------------------------------------------------------- conditional flows
 
 def check_period_features(features_fn: Callable[[Tensor], Tensor] | None) -> bool | None:
     """Exercise: features of the angle with the family's true period pi.
@@ -157,7 +154,7 @@ def check_two_lobes(model, log_Z: float) -> bool | None:
                 wrong="not yet")
 
 
-# ---------------------------------------------------------------------------------- Part 3
+# ---------------------------------------------------------------------------------- VAE, 2-D latent
 
 def check_closed_form_kl(value: float | None, model, image: Tensor) -> bool | None:
     """Exercise: KL(N(mu, sigma^2) || N(0, I)) of a K = 0 model at one image, in closed form.
@@ -195,7 +192,7 @@ def check_posterior_kl(value: float | None, model, image: Tensor, log_px: float)
     return _say(ok, f"the reference says {kl:.3f} ± {2 * se:.3f} nats; you have {float(value):.3f}")
 
 
-# ---------------------------------------------------------------------------------- Part 4
+# ---------------------------------------------------------------------------------- VAE, 40-D latent
 
 def check_encoder_outputs(n: int | None, latent_dim: int = 40, flow_length: int = 40) -> bool | None:
     """Exercise: how many numbers the encoder emits per image: 2D for q_0 plus K(2D + 1) for the

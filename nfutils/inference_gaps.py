@@ -166,7 +166,7 @@ class InferenceGaps:
                    dict(data.get("settings", {})), dict(data.get("seconds", {})))
 
 
-#: The budget of the per-image fits of q* and of the Monte-Carlo ELBOs (Part 3's full run).
+#: The budget of the per-image fits of q* and of the Monte-Carlo ELBOs (the full run of a 2-D latent VAE).
 DEFAULT_SETTINGS = dict(num_steps=1000, num_samples=4, lr=1e-2, warmup_steps=25,
                         elbo_samples=1000, grid_extent=6.0, grid_resolution=1201)
 

@@ -45,10 +45,8 @@ def monte_carlo_kl(log_q: Tensor, energy_values: Tensor,
         ValueError: the two shapes differ.
     """
     if log_q.shape != energy_values.shape or log_q.dim() < 1:
-        raise ValueError(
-            f"log_q and energy_values must have the same shape (..., n); received "
-            f"{tuple(log_q.shape)} and {tuple(energy_values.shape)}"
-        )
+        raise ValueError(f"log_q and energy_values must have the same shape (..., n); received "
+                         f"{tuple(log_q.shape)} and {tuple(energy_values.shape)}")
     terms = log_q + energy_values
     num = terms.shape[-1]
     spread = terms.std(-1) if num > 1 else torch.zeros_like(terms[..., 0])

@@ -20,7 +20,7 @@ as B separate fits (Adam is elementwise), only faster.
 
 Two orders of the base Gaussian and the flow give the same family of densities (see ``vae.VAE``):
 the paper's z_K = f_K o ... o f_1(mu + sigma * eps) (the default here) and the standardized
-z_K = mu + sigma * f_K o ... o f_1(eps) (``standardized=True``, the order of Part 3's models).
+z_K = mu + sigma * f_K o ... o f_1(eps) (``standardized=True``, the default order of ``vae.VAE``).
 With the standardized order a fit can start exactly at an encoder's q_K(.|x)
 (``flow_start="encoder"``), so it can only improve on the encoder (``nfutils.inference_gaps``).
 """
@@ -28,13 +28,14 @@ With the standardized order a fit can start exactly at an encoder's q_K(.|x)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
-from .flows import gaussian_log_prob, planar_flow
-from .training import History, make_optimizer, run_steps, warmup_cosine
+from . import gaussian_flow
+from .flows import split_planar_params
+from .training import History, check_positive, make_optimizer, run_steps, warmup_cosine
 from .vae import VAE, identity_planar_params
 
 __all__ = ["LocalFlowPosterior", "fit_local_posteriors", "local_elbo", "local_log_likelihood"]
@@ -78,13 +79,10 @@ class LocalFlowPosterior(nn.Module):
                 raise ValueError(f"flow_params must have shapes {expected}; received "
                                  f"{tuple(w.shape)}, {tuple(u.shape)}, {tuple(b.shape)}")
         else:
-            w, u, b = [], [], []
-            for _ in range(num_images):
-                flat = identity_planar_params(dim, flow_length, generator=generator)
-                w.append(flat[: flow_length * dim].view(flow_length, dim))
-                u.append(flat[flow_length * dim : 2 * flow_length * dim].view(flow_length, dim))
-                b.append(flat[2 * flow_length * dim :])
-            w, u, b = (torch.stack(t).to(device, dtype) for t in (w, u, b))
+            flat = torch.stack([identity_planar_params(dim, flow_length, generator=generator)
+                                for _ in range(num_images)]).to(device, dtype)
+            w, u, b = (t.clone(memory_format=torch.contiguous_format)
+                       for t in split_planar_params(flat, dim, flow_length))
         self.w = nn.Parameter(w)  # (B, K, D)
         self.u = nn.Parameter(u)  # (B, K, D), before App. A.1
         self.b = nn.Parameter(b)  # (B, K)
@@ -98,15 +96,8 @@ class LocalFlowPosterior(nn.Module):
         """
         eps = torch.randn((num_samples,) + tuple(self.mu.shape), generator=generator,
                           device=self.mu.device, dtype=self.mu.dtype)
-        log_q = gaussian_log_prob(eps, self.log_sigma)
-        sigma = torch.exp(self.log_sigma)
-        if self.flow_length == 0:
-            return self.mu + sigma * eps, log_q
-        if self.standardized:  # z_K = mu + sigma * f(eps)
-            eps_k, sum_log_det = planar_flow(eps, self.w, self.u, self.b)
-            return self.mu + sigma * eps_k, log_q - sum_log_det
-        z_k, sum_log_det = planar_flow(self.mu + sigma * eps, self.w, self.u, self.b)
-        return z_k, log_q - sum_log_det
+        flow_params = (self.w, self.u, self.b) if self.flow_length > 0 else None
+        return gaussian_flow.sample(self.mu, self.log_sigma, flow_params, eps, self.standardized)
 
 
 def _log_weights(decoder_model: VAE, q: LocalFlowPosterior, x: Tensor, num_samples: int,
@@ -116,34 +107,65 @@ def _log_weights(decoder_model: VAE, q: LocalFlowPosterior, x: Tensor, num_sampl
     return decoder_model.log_prob_x_given_z(x, z_k) + decoder_model.log_prior(z_k) - log_q
 
 
-def fit_local_posteriors(
-    decoder_model: VAE,
-    x: Tensor,
-    flow_length: int,
-    num_steps: int = 2000,
-    num_samples: int = 4,
-    lr: float = 3e-3,
-    warmup_steps: int = 100,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-    standardized: bool = False,
-    flow_start: str = "identity",
-    average_fraction: float = 0.0,
-) -> LocalFlowPosterior:
+def _check_fit_arguments(decoder_model: VAE, flow_length: int, num_steps: int,
+                         num_samples: int, standardized: bool, flow_start: str,
+                         average_fraction: float) -> None:
+    """fit_local_posteriors' arguments, with what was expected and received."""
+    check_positive(num_steps=num_steps, num_samples=num_samples)
+    if not 0.0 <= average_fraction < 1.0:
+        raise ValueError(f"average_fraction must be in [0, 1), got {average_fraction}")
+    if flow_start not in ("identity", "encoder"):
+        raise ValueError(f'flow_start must be "identity" or "encoder", got {flow_start!r}')
+    if flow_start == "encoder" and flow_length > 0 and (
+            decoder_model.flow_length != flow_length
+            or bool(decoder_model.standardized_flow) != bool(standardized)):
+        raise ValueError(
+            f'flow_start="encoder" needs the model\'s K and order: the model has K = '
+            f"{decoder_model.flow_length}, standardized_flow = {decoder_model.standardized_flow}; "
+            f"asked for K = {flow_length}, standardized = {standardized}")
+
+
+def _iterate_average(module: nn.Module, first_step: int
+                     ) -> tuple[list[Tensor], Callable[[int, Tensor, float | None], None]]:
+    """The running mean of ``module``'s parameters after each step >= ``first_step``: the
+    averages (updated in place) and the ``after_step`` of ``training.run_steps`` that updates
+    them, mean_n = mean_{n-1} + (theta_n - mean_{n-1}) / n."""
+    averages = [p.detach().clone() for p in module.parameters()]
+
+    def update(step: int, loss: Tensor, grad_norm: float | None) -> None:
+        if step < first_step:
+            return
+        count = step - first_step + 1
+        with torch.no_grad():
+            for average, parameter in zip(averages, module.parameters()):
+                if count == 1:
+                    average.copy_(parameter)
+                else:
+                    average.add_(parameter - average, alpha=1.0 / count)
+
+    return averages, update
+
+
+def fit_local_posteriors(decoder_model: VAE, x: Tensor, flow_length: int, num_steps: int = 2000,
+                         num_samples: int = 4, lr: float = 3e-3, warmup_steps: int = 100,
+                         generator: torch.Generator | None = None, progress: bool = False,
+                         standardized: bool = False, flow_start: str = "identity",
+                         average_fraction: float = 0.0) -> LocalFlowPosterior:
     """Maximize each image's ELBO over its own posterior parameters, the decoder fixed.
 
     Starts from the model's encoder (its mu(x), sigma(x); the flow layers at the identity, or
     with ``flow_start="encoder"`` at the encoder's own flow for x, so that the fit starts at
-    the encoder's q_K(.|x) exactly), then runs ``num_steps`` Adam steps on -sum_i ELBO(x_i) with ``num_samples`` samples per
-    image and step, the learning rate warmed up over ``warmup_steps`` and decayed to 0 by a
-    cosine (``training.warmup_cosine``), in the series' one loop (``training.run_steps``, which
-    stops with ``NonFiniteLossError`` on a NaN bound). The decoder's weights are not changed.
+    the encoder's q_K(.|x) exactly), then runs ``num_steps`` Adam steps on -sum_i ELBO(x_i)
+    with ``num_samples`` samples per image and step, the learning rate warmed up over
+    ``warmup_steps`` and decayed to 0 by a cosine (``training.warmup_cosine``), in the series'
+    one loop (``training.run_steps``, which stops with ``NonFiniteLossError`` on a NaN bound).
+    The decoder's weights are not changed.
 
     With ``average_fraction`` > 0 the returned parameters are the mean of the iterates of the
     last ``average_fraction`` of the steps (Polyak & Juditsky, 1992) instead of the last
     iterate: the stochastic gradients leave each iterate jittering around the optimum, and the
-    mean of the iterates lies closer to it than a typical one. Any parameters give a valid bound,
-    so the averaged posterior is as legitimate a q as the last iterate.
+    mean of the iterates lies closer to it than a typical one. Any parameters give a valid
+    bound, so the averaged posterior is as legitimate a q as the last iterate.
 
     Args:
         decoder_model: a trained ``VAE`` (its decoder and prior define p(x, z)).
@@ -162,20 +184,8 @@ def fit_local_posteriors(
     Returns:
         the fitted ``LocalFlowPosterior`` (B images).
     """
-    if num_steps < 1 or num_samples < 1:
-        raise ValueError(f"need num_steps >= 1 and num_samples >= 1; got {num_steps}, "
-                         f"{num_samples}")
-    if not 0.0 <= average_fraction < 1.0:
-        raise ValueError(f"average_fraction must be in [0, 1), got {average_fraction}")
-    if flow_start not in ("identity", "encoder"):
-        raise ValueError(f'flow_start must be "identity" or "encoder", got {flow_start!r}')
-    if flow_start == "encoder" and flow_length > 0 and (
-            decoder_model.flow_length != flow_length
-            or bool(decoder_model.standardized_flow) != bool(standardized)):
-        raise ValueError(
-            f'flow_start="encoder" needs the model\'s K and order: the model has K = '
-            f"{decoder_model.flow_length}, standardized_flow = {decoder_model.standardized_flow}; "
-            f"asked for K = {flow_length}, standardized = {standardized}")
+    _check_fit_arguments(decoder_model, flow_length, num_steps, num_samples, standardized,
+                         flow_start, average_fraction)
     device = next(decoder_model.parameters()).device
     x = x.to(device)
     with torch.no_grad():
@@ -190,19 +200,7 @@ def fit_local_posteriors(
         return -_log_weights(decoder_model, q, x, num_samples, generator).mean(0).sum()
 
     first_averaged = num_steps - int(round(average_fraction * num_steps))
-    averages = [p.detach().clone() for p in q.parameters()]
-
-    def average_iterates(step: int, loss: Tensor, grad_norm: float | None) -> None:
-        if step < first_averaged:
-            return
-        count = step - first_averaged + 1  # running mean of the iterates after steps >= first
-        with torch.no_grad():
-            for average, parameter in zip(averages, q.parameters()):
-                if count == 1:
-                    average.copy_(parameter)
-                else:
-                    average.add_(parameter - average, alpha=1.0 / count)
-
+    averages, average_iterates = _iterate_average(q, first_averaged)
     trainable = [p for p in decoder_model.parameters() if p.requires_grad]
     for parameter in trainable:  # the decoder stays fixed (and no gradients are computed for it)
         parameter.requires_grad_(False)

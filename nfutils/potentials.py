@@ -32,20 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = [
-    "Energy",
-    "U1",
-    "U2",
-    "U3",
-    "U4",
-    "U8",
-    "tapered",
-    "rotated_U1",
-    "gaussian_energy",
-    "log_partition",
-    "density_grid",
-    "POTENTIALS",
-]
+__all__ = ["Energy", "U1", "U2", "U3", "U4", "U8", "tapered", "rotated_U1", "gaussian_energy",
+           "log_partition", "density_grid", "POTENTIALS"]
 
 #: An energy U: points z (..., 2) -> U(z) (...); the target density is exp(-U) / Z.
 Energy = Callable[[Tensor], Tensor]
@@ -113,8 +101,7 @@ def U3(z: Tensor) -> Tensor:
     z1, z2 = z[..., 0], z[..., 1]
     w1 = _w1(z1)
     return _neg_log_sum_exp(
-        -0.5 * ((z2 - w1) / 0.35) ** 2, -0.5 * ((z2 - w1 + _w2(z1)) / 0.35) ** 2
-    )
+        -0.5 * ((z2 - w1) / 0.35) ** 2, -0.5 * ((z2 - w1 + _w2(z1)) / 0.35) ** 2)
 
 
 def U4(z: Tensor) -> Tensor:
@@ -123,8 +110,7 @@ def U4(z: Tensor) -> Tensor:
     z1, z2 = z[..., 0], z[..., 1]
     w1 = _w1(z1)
     return _neg_log_sum_exp(
-        -0.5 * ((z2 - w1) / 0.4) ** 2, -0.5 * ((z2 - w1 + _w3(z1)) / 0.35) ** 2
-    )
+        -0.5 * ((z2 - w1) / 0.4) ** 2, -0.5 * ((z2 - w1 + _w3(z1)) / 0.35) ** 2)
 
 
 def U8(z: Tensor) -> Tensor:
@@ -145,7 +131,7 @@ def U8(z: Tensor) -> Tensor:
 
 
 def rotated_U1(z: Tensor, angle: Tensor | float, radius: float = 2.0) -> Tensor:
-    """The family of Part 2: U1's ring with its two lobes along the direction ``angle``.
+    """A family of targets: U1's ring with its two lobes along the direction ``angle``.
 
     rotated_U1(z, 0, 2) equals U1(z); rotated_U1(z, theta) = U1(R(-theta) z).
 
@@ -272,18 +258,15 @@ def log_partition(energy: Energy, extent=6.0, resolution: int = 1000) -> float:
     with torch.no_grad():
         energies = energy(points.reshape(-1, 2))
     if energies.shape != (resolution * resolution,):
-        raise ValueError(
-            f"U must map points (n, 2) to energies (n,); received shape "
-            f"{tuple(energies.shape)} for n = {resolution * resolution}"
-        )
+        raise ValueError(f"U must map points (n, 2) to energies (n,); received shape "
+                         f"{tuple(energies.shape)} for n = {resolution * resolution}")
     energies = energies.double()
     bad = torch.isnan(energies) | (energies == -math.inf)
     if bool(bad.any()):
         where = points.reshape(-1, 2)[bad.nonzero()[0, 0]].tolist()
         raise ValueError(
             f"U is NaN or -inf at {int(bad.sum())} of {energies.numel()} grid points (e.g. at "
-            f"z = ({where[0]:.3g}, {where[1]:.3g})); expected finite energies or +inf"
-        )
+            f"z = ({where[0]:.3g}, {where[1]:.3g})); expected finite energies or +inf")
     if not bool(torch.isfinite(energies).any()):
         raise ValueError("U is not finite anywhere on the grid; check the extent")
     log_density = -energies.reshape(resolution, resolution)

@@ -34,7 +34,7 @@ def quick_mode(quick: bool = False) -> bool:
 def set_threads(num_threads: int | None) -> int:
     """Set torch's intra-op threads (None leaves the default); return the number in use.
 
-    The 2-D flows of Parts 1-2 are tiny tensors whose run time is per-operation overhead;
+    The 2-D flows are tiny tensors whose run time is per-operation overhead;
     there one thread is as fast as two (see benchmarks/), and it leaves a core free.
     """
     if num_threads is not None:

@@ -4,6 +4,7 @@ Every model of the series is trained the same way: draw samples, compute a free 
 for a flow fitted to a 2-D target, Eq. 20 for a VAE), take one optimizer step. ``run_steps`` is
 that loop, written once:
 
+    resume from the ``Checkpoint``'s file when it exists (model, optimizer, generator, history)
     for t in start_step .. num_steps - 1:
         lr_t = lr * lr_factor(t)                 (a function of t alone: resumes follow it)
         loss = step_loss(t)
@@ -13,34 +14,30 @@ that loop, written once:
         every ``checkpoint_every`` steps and when ``time_budget`` runs out: save, atomically,
         but never a state whose parameters became NaN or infinite
 
-``fit_flow`` (Parts 1 and 2) is built on it here; ``amortized.fit_amortized`` (Part 2) and
-``vae_training.fit_vae`` (Parts 3 and 4) too, each in its own module, so that this one needs
-no model of the later parts.
+Fitting a model is then a short function that hands the loop a loss and its data:
+``fit_flow`` here (a flow fitted to a 2-D target), ``amortized.fit_amortized`` (a conditional
+flow), ``vae_training.fit_vae`` (a VAE on binarized images) and
+``local_posteriors.fit_local_posteriors`` (one flow posterior per image), each in its own
+module, so that this one needs no model.
 """
 
 from __future__ import annotations
 
-import math
+import os
 import time
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
+from .checkpoints import load_checkpoint, save_checkpoint
 from .flows import NormalizingFlow, annealed_beta, free_energy
+from .optim import make_optimizer, warmup_cosine  # noqa: F401  (part of the loop's API)
 
-__all__ = [
-    "NonFiniteLossError",
-    "check_finite_loss",
-    "check_finite_parameters",
-    "check_positive",
-    "History",
-    "make_optimizer",
-    "warmup_cosine",
-    "run_steps",
-    "fit_flow",
-]
+__all__ = ["NonFiniteLossError", "check_finite_loss", "check_finite_parameters", "check_positive",
+           "History", "make_optimizer", "warmup_cosine", "Checkpoint", "run_steps", "fit_flow"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -60,8 +57,7 @@ def check_finite_loss(loss: Tensor, step: int) -> None:
         raise NonFiniteLossError(
             f"loss became {float(loss.detach())} at step {step}; training stopped (parameters are those "
             "of the last finite step). Lower the learning rate, anneal the target (anneal=True) "
-            "or clip gradients."
-        )
+            "or clip gradients.")
 
 
 def check_finite_parameters(model: nn.Module, step: int) -> None:
@@ -73,8 +69,7 @@ def check_finite_parameters(model: nn.Module, step: int) -> None:
                 f"parameter {name} became NaN or infinite in the update of step {step}; "
                 "training stopped without saving this state (the checkpoint holds the last "
                 "good one). Lower the learning rate (a resume applies the new lr) or clip "
-                "gradients (max_grad_norm)."
-            )
+                "gradients (max_grad_norm).")
 
 
 @dataclass
@@ -119,13 +114,22 @@ class History:
     setting_changes: list[dict[str, Any]] = field(default_factory=list)
     finished: bool = False
 
+    def add_free_energy(self, step: int, value: float, lr: float,
+                        log_Z: float | None = None) -> None:
+        """Record F at ``step`` (and KL = F + log Z when ``log_Z`` is known), with the lr."""
+        self.steps.append(step)
+        self.free_energy.append(value)
+        self.lr.append(lr)
+        if log_Z is not None:
+            self.kl.append(value + log_Z)
+
     def as_dict(self) -> dict[str, Any]:
         """Plain lists and numbers (what a ``weights_only`` checkpoint stores)."""
         return {item.name: getattr(self, item.name) for item in fields(self)}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "History":
-        """The inverse of ``as_dict``; fields missing from ``values`` start empty. Part 2's
+        """The inverse of ``as_dict``; fields missing from ``values`` start empty. Older amortizer
         files store ``resumed_from`` as one step (0: never resumed); it becomes a list."""
         known = {item.name for item in fields(cls)}
         values = {name: value for name, value in values.items() if name in known}
@@ -135,100 +139,122 @@ class History:
         return cls(**values)
 
 
-def make_optimizer(params, name: str = "adam", lr: float = 1e-3,
-                   momentum: float = 0.9) -> torch.optim.Optimizer:
-    """Adam (fused kernel where the device supports it) or RMSprop with momentum.
+@dataclass
+class Checkpoint:
+    """Where a resumable run keeps its state, and what it adds to the common part.
 
-    Fused Adam updates all parameters in one kernel instead of tensor by tensor, which saves a
-    large share of a VAE step's time on the CPU (benchmarks/vae.py). The paper trained with
-    RMSprop with momentum (Sec. 6.2); ``name="rmsprop"`` gives it.
+    ``run_steps`` writes ``{"model", "optimizer", "generator", "history", "step"}`` plus
+    ``extra(steps_done)`` to ``path`` (atomically, ``checkpoints.save_checkpoint``); when
+    ``path`` exists, it resumes from it: ``check(state)`` may refuse the file (raise
+    ``ValueError``) before anything changes, then the model, the optimizer (with the ``lr``
+    passed now), ``generator`` and the history are restored, the stored step appended to
+    ``history.resumed_from``, and ``on_resume(state)`` restores what the caller keeps itself.
 
-    Args:
-        params: parameters to optimize. name: "adam" or "rmsprop". lr: learning rate.
-        momentum: RMSprop's momentum (ignored by Adam).
+    Attributes:
+        path: the checkpoint file. generator: the run's random numbers (state saved).
+        extra: steps_done -> the caller's entries (config, settings, running sums).
+        check, on_resume: see above. required: keys the file must hold.
+        map_location: where to load the tensors (the model's device).
     """
-    params = list(params)
-    if name == "adam":
-        try:
-            return torch.optim.Adam(params, lr=lr, fused=True)
-        except (RuntimeError, TypeError, ValueError):  # fused kernel not available here
-            return torch.optim.Adam(params, lr=lr)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, momentum=momentum)
-    raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {name!r}")
+
+    path: str | os.PathLike
+    generator: torch.Generator | None = None
+    extra: Callable[[int], dict[str, Any]] = lambda done: {}
+    check: Callable[[dict[str, Any]], None] | None = None
+    on_resume: Callable[[dict[str, Any]], None] | None = None
+    required: tuple[str, ...] = ()
+    map_location: str | torch.device | None = None
+
+    def resume(self, model: nn.Module, optimizer: torch.optim.Optimizer, history: History,
+               lr: float) -> int | None:
+        """Restore the run stored at ``path``; returns its step (None: no file, a fresh run)."""
+        if not Path(self.path).is_file():
+            return None
+        state = load_checkpoint(self.path, map_location=self.map_location, required=self.required)
+        if self.check is not None:
+            self.check(state)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:  # the lr passed now, not the one stored
+            group["lr"] = lr
+        if self.generator is not None and state.get("generator") is not None:
+            self.generator.set_state(state["generator"].to("cpu"))
+        vars(history).update(vars(History.from_dict(state["history"])))
+        start_step = int(state["step"])
+        history.resumed_from.append(start_step)
+        if self.on_resume is not None:
+            self.on_resume(state)
+        return start_step
+
+    def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, history: History,
+             done: int) -> None:
+        """Write the state after ``done`` steps."""
+        save_checkpoint({
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "generator": None if self.generator is None else self.generator.get_state(),
+            "history": history.as_dict(), "step": done, **self.extra(done),
+        }, self.path)
 
 
-def warmup_cosine(step: int, total_steps: int, warmup_steps: int = 0,
-                  final_fraction: float = 0.0) -> float:
-    """Learning-rate multiplier: a linear warm-up from ~0 to 1 over ``warmup_steps``, then a
-    cosine decay to ``final_fraction`` f at ``total_steps``.
-
-        m(t) = (t + 1) / T_w                                          for t < T_w,
-        m(t) = f + (1 - f) (1 + cos(pi (t - T_w) / (T - T_w))) / 2    for T_w <= t < T,
-        m(t) = f                                                      for t >= T.
-
-    The warm-up keeps Adam's first updates small while its second-moment estimates are still
-    noisy; the decay lets the last steps settle into a minimum instead of bouncing around it
-    at a constant step size.
-
-    Args:
-        step: t, the global step about to be taken (from 0).
-        total_steps: T, the step at which the multiplier reaches f.
-        warmup_steps: T_w (0: no warm-up).
-        final_fraction: f, in [0, 1].
-    """
-    if total_steps < 1 or not 0 <= warmup_steps < total_steps:
-        raise ValueError(f"need total_steps >= 1 and 0 <= warmup_steps < total_steps; got "
-                         f"{total_steps} and {warmup_steps}")
-    if not 0.0 <= final_fraction <= 1.0:
-        raise ValueError(f"final_fraction must be in [0, 1], got {final_fraction}")
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if step >= total_steps:
-        return final_fraction
-    progress = (step - warmup_steps) / (total_steps - warmup_steps)
-    return final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))
+def _step(optimizer: torch.optim.Optimizer, step_loss: Callable[[int], Tensor], step: int,
+          lr: float, lr_factor: Callable[[int], float] | None, max_grad_norm: float | None
+          ) -> tuple[Tensor, float | None]:
+    """One step t: set lr_t, compute the loss, stop on NaN before the update, backward, clip
+    the gradients' global norm (optional), update. Returns the loss and the norm before
+    clipping (None without clipping)."""
+    if lr_factor is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr * float(lr_factor(step))
+    loss = step_loss(step)
+    check_finite_loss(loss, step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = None
+    if max_grad_norm is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+    optimizer.step()
+    return loss, grad_norm
 
 
-def run_steps(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    step_loss: Callable[[int], Tensor],
-    history: History,
-    num_steps: int,
-    lr: float,
-    start_step: int = 0,
-    lr_factor: Callable[[int], float] | None = None,
-    max_grad_norm: float | None = None,
-    after_step: Callable[[int, Tensor, float | None], dict[str, str] | None] | None = None,
-    save: Callable[[int], None] | None = None,
-    checkpoint_every: int | None = None,
-    time_budget: float | None = None,
-    progress: bool = False,
-    desc: str = "fit",
-) -> History:
+def _progress_bar(progress: bool, num_steps: int, start_step: int, desc: str):
+    """A tqdm bar from ``start_step`` to ``num_steps`` (None without ``progress``)."""
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=num_steps, initial=start_step, desc=desc, leave=False)
+
+
+def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer,
+              step_loss: Callable[[int], Tensor], history: History, num_steps: int, lr: float,
+              start_step: int = 0, lr_factor: Callable[[int], float] | None = None,
+              max_grad_norm: float | None = None,
+              after_step: Callable[[int, Tensor, float | None], dict[str, str] | None] | None = None,
+              save: Callable[[int], None] | None = None, checkpoint_every: int | None = None,
+              time_budget: float | None = None, progress: bool = False, desc: str = "fit",
+              checkpoint: Checkpoint | None = None) -> History:
     """Take optimizer steps ``start_step`` .. ``num_steps - 1`` on ``step_loss``: the loop that
-    every ``fit_*`` of the series runs.
+    every ``fit_*`` of the series runs (see the module docstring).
 
     Args:
         model: the module whose parameters ``optimizer`` updates (checked for NaN before a save).
-        optimizer: e.g. from ``make_optimizer``.
         step_loss: t -> the scalar loss of step t (draws its own samples or minibatch).
         history: updated in place: ``seconds``, ``finished``; ``after_step`` records the rest.
         num_steps: total steps of the run, counting those done before a resume.
-        lr: the base learning rate; step t uses lr * lr_factor(t) (lr without ``lr_factor``).
-        start_step: the first step to take (a resumed run's stored step).
-        lr_factor: multiplier of ``lr`` as a function of the global step (e.g.
-            ``warmup_cosine``); a function of t alone, so a resumed run follows the same schedule.
+        lr: the base learning rate; step t uses lr * lr_factor(t) (lr without ``lr_factor``,
+            a function of t alone, e.g. ``warmup_cosine``: a resumed run follows the schedule).
+        start_step: the first step to take (without ``checkpoint``: a resumed run's step).
         max_grad_norm: clip the gradients' global norm to this value (None: no clipping).
-        after_step: called as ``after_step(t, loss, grad_norm)`` after the update of step t
-            (``loss`` detached; ``grad_norm`` before clipping, or None); may return a dict to
-            show beside the progress bar.
-        save: ``save(steps_done)`` writes a checkpoint; called every ``checkpoint_every`` steps,
-            at a time-budget stop and at the end, never on a state with non-finite parameters.
-        checkpoint_every: steps between saves (None: only at a stop and at the end).
+        after_step: ``after_step(t, loss, grad_norm)`` after the update of step t (``loss``
+            detached; ``grad_norm`` before clipping, or None); may return a dict to show
+            beside the progress bar.
+        save: ``save(steps_done)`` writes a checkpoint (default: ``checkpoint.save``); called
+            every ``checkpoint_every`` steps, at a time-budget stop and at the end, never on a
+            state with non-finite parameters.
         time_budget: stop cleanly (with a save) after this many seconds of this call.
-        progress: show a tqdm bar. desc: its label.
+        progress: show a tqdm bar labelled ``desc``.
+        checkpoint: resume from ``checkpoint.path`` when it exists, and save there.
 
     Returns:
         ``history``; ``history.finished`` is False after a time-budget stop.
@@ -237,33 +263,22 @@ def run_steps(
         NonFiniteLossError: a loss, or a parameter after an update, became NaN or infinite (no
             step is taken on such a loss and no such state is saved).
     """
+    if checkpoint is not None:
+        resumed = checkpoint.resume(model, optimizer, history, lr)
+        start_step = start_step if resumed is None else resumed
+        if save is None:
+            save = lambda done: checkpoint.save(model, optimizer, history, done)  # noqa: E731
 
-    def checkpoint(done: int) -> None:
+    def checkpoint_at(done: int) -> None:
         if save is not None:
             check_finite_parameters(model, done - 1)
             save(done)
 
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=num_steps, initial=start_step, desc=desc, leave=False)
-    started = time.perf_counter()
-    seconds_before = history.seconds
+    bar = _progress_bar(progress, num_steps, start_step, desc)
+    started, seconds_before = time.perf_counter(), history.seconds
     try:
         for step in range(start_step, num_steps):
-            if lr_factor is not None:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * float(lr_factor(step))
-            loss = step_loss(step)
-            check_finite_loss(loss, step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = None
-            if max_grad_norm is not None:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
-            optimizer.step()
+            loss, grad_norm = _step(optimizer, step_loss, step, lr, lr_factor, max_grad_norm)
             shown = after_step(step, loss.detach(), grad_norm) if after_step is not None else None
             if bar is not None:
                 if shown:
@@ -272,38 +287,28 @@ def run_steps(
             elapsed = time.perf_counter() - started
             history.seconds = seconds_before + elapsed
             done = step + 1
-            if done < num_steps:
-                if checkpoint_every is not None and done % checkpoint_every == 0:
-                    checkpoint(done)
-                if time_budget is not None and elapsed >= time_budget:
-                    checkpoint(done)
-                    if bar is not None:
-                        bar.write(f"{desc}: time budget of {time_budget:.0f} s reached at step "
-                                  f"{done}/{num_steps}; checkpoint written, call again to resume")
-                    return history
+            if done < num_steps and checkpoint_every is not None and done % checkpoint_every == 0:
+                checkpoint_at(done)
+            if done < num_steps and time_budget is not None and elapsed >= time_budget:
+                checkpoint_at(done)
+                if bar is not None:
+                    bar.write(f"{desc}: time budget of {time_budget:.0f} s reached at step "
+                              f"{done}/{num_steps}; checkpoint written, call again to resume")
+                return history
         history.finished = True
         if start_step < num_steps:  # a run that was already complete is not written again
             history.seconds = seconds_before + (time.perf_counter() - started)
-            checkpoint(num_steps)
+            checkpoint_at(num_steps)
     finally:
         if bar is not None:
             bar.close()
     return history
 
 
-def fit_flow(
-    model: NormalizingFlow,
-    energy: Callable[[Tensor], Tensor],
-    num_steps: int = 10_000,
-    num_samples: int = 1000,
-    lr: float = 2e-3,
-    anneal: bool = False,
-    log_Z: float | None = None,
-    log_every: int = 100,
-    progress: bool = False,
-    generator: torch.Generator | None = None,
-    anneal_steps: int = 10_000,
-) -> History:
+def fit_flow(model: NormalizingFlow, energy: Callable[[Tensor], Tensor], num_steps: int = 10_000,
+             num_samples: int = 1000, lr: float = 2e-3, anneal: bool = False,
+             log_Z: float | None = None, log_every: int = 100, progress: bool = False,
+             generator: torch.Generator | None = None, anneal_steps: int = 10_000) -> History:
     """Minimize the free energy F = E_q[log q_K(z_K) + beta_t U(z_K)] (Eq. 15) with Adam.
 
     Args:
@@ -344,11 +349,7 @@ def fit_flow(
     def record(step: int, loss: Tensor, grad_norm: float | None) -> None:
         if step % log_every == 0 or step == num_steps - 1:
             value = float(free_energy(drawn["log_q"], drawn["energy_values"]))
-            history.steps.append(step)
-            history.free_energy.append(value)
-            history.lr.append(optimizer.param_groups[0]["lr"])
-            if log_Z is not None:
-                history.kl.append(value + log_Z)
+            history.add_free_energy(step, value, optimizer.param_groups[0]["lr"], log_Z)
 
     return run_steps(model, optimizer, step_loss, history, num_steps, lr, after_step=record,
                      progress=progress, desc="fit")

@@ -1,8 +1,9 @@
 """A variational auto-encoder whose posterior is a planar flow (Rezende & Mohamed 2015, Sec. 4.2, 6.2).
 
-The model of Parts 3 and 4 of the series:
+The model:
 
-* prior p(z) = N(0, I) in D dimensions (D = 2 in Part 3, 40 in Part 4);
+* prior p(z) = N(0, I) in D dimensions (D = 2 to see the latent plane, 40 as in the paper's
+  MNIST experiments);
 * decoder p(x|z): an MLP D -> 400 -> 400 -> 784 giving the logits of 784 independent
   Bernoulli pixels;
 * encoder q(z|x): an MLP 784 -> 400 -> 400 emitting the mean and log standard deviation of
@@ -14,23 +15,9 @@ The model of Parts 3 and 4 of the series:
 
   K = 0 is the plain VAE.
 
-The bound (negative free energy, Eq. 20), estimated with S samples z_0 ~ q_0(.|x) per x:
-
-    -F(x) = E_q0[ log p(x|z_K) + log p(z_K) - log q_0(z_0|x) + sum_k log|det_k| ]
-          = E[log p(x|z_K)]  -  E[log q_K(z_K|x) - log p(z_K)]
-          = reconstruction   -  KL part (a Monte-Carlo estimate of KL(q_K(.|x) || p)).
-
-During training the paper anneals the joint (Sec. 6.2): it minimizes
-E[log q_K(z_K|x) - beta_t (log p(x|z_K) + log p(z_K))] with beta_t = min(1, 0.01 + t/10_000)
-(``flows.annealed_beta``), so early on the posterior is pushed towards high entropy.
-
-The log-likelihood is estimated by importance sampling with the flow posterior as proposal,
-
-    log p(x) ~ log (1/S) sum_s p(x, z_s) / q_K(z_s|x),   z_s ~ q_K(.|x),
-
-computed with logsumexp in chunks of samples so that S = 5000 fits in memory
-(``log_likelihood``). It is a stochastic lower bound of log p(x) whose gap shrinks as S grows
-(Burda et al., 2016); for S = 1 it is the ELBO.
+The bound of Eq. (20), the importance-sampled log-likelihood and the exact log q_K(z|x) are in
+``bounds`` (and importable from here: ``vae.bound``, ``vae.log_likelihood``, ``vae.log_q_at``);
+the grid posterior of a 2-D latent is in ``posterior_grid`` (``vae.grid_posterior``).
 
 Activation. The paper's DLGM used maxout units (window 4) in its 400-unit layers. A maxout
 unit needs four affine maps (4x the weights of a layer, 4x its matrix arithmetic, and a
@@ -48,36 +35,19 @@ units.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .flows import (
-    gaussian_log_prob,
-    planar_flow,
-    planar_flow_inverse,
-    planar_param_count,
-    split_planar_params,
-)
+from .bounds import bound, log_likelihood, log_q_at  # noqa: F401  (as the notebooks name them)
+from . import gaussian_flow
+from .flows import gaussian_log_prob, planar_param_count, split_planar_params
+from .posterior_grid import grid_posterior  # noqa: F401
 
-__all__ = [
-    "Maxout",
-    "VAE",
-    "BoundTerms",
-    "bound",
-    "log_likelihood",
-    "build_vae",
-    "CONFIG_KEYS",
-    "log_q_at",
-    "GridPosterior",
-    "grid_posterior",
-    "ACTIVATIONS",
-    "identity_planar_params",
-    "DEFAULT_ACTIVATION",
-]
+__all__ = ["Maxout", "VAE", "build_vae", "CONFIG_KEYS", "ACTIVATIONS", "identity_planar_params",
+           "DEFAULT_ACTIVATION"]
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -149,7 +119,7 @@ class VAE(nn.Module):
     """VAE with an amortized planar-flow posterior (paper Sec. 4.2, Fig. 2; Eq. 20).
 
     Args:
-        latent_dim: D (2 in Part 3, 40 in Part 4).
+        latent_dim: D (2: a latent plane to look at; 40: the paper's MNIST models).
         flow_length: K, the number of planar layers of q (0: the plain Gaussian VAE).
         hidden: units of each deterministic layer (the paper: 400).
         num_hidden_layers: deterministic layers in the encoder and in the decoder (2).
@@ -171,24 +141,15 @@ class VAE(nn.Module):
             ``build_vae(config)`` rebuilds the same architecture).
     """
 
-    def __init__(
-        self,
-        latent_dim: int = 2,
-        flow_length: int = 0,
-        hidden: int = 400,
-        num_hidden_layers: int = 2,
-        activation: str = DEFAULT_ACTIVATION,
-        maxout_window: int = 4,
-        data_dim: int = 784,
-        standardized_flow: bool = True,
-    ):
+    def __init__(self, latent_dim: int = 2, flow_length: int = 0, hidden: int = 400,
+                 num_hidden_layers: int = 2, activation: str = DEFAULT_ACTIVATION,
+                 maxout_window: int = 4, data_dim: int = 784, standardized_flow: bool = True):
         super().__init__()
         if latent_dim < 1 or flow_length < 0 or hidden < 1 or num_hidden_layers < 1 or data_dim < 1:
             raise ValueError(
                 "need latent_dim >= 1, flow_length >= 0, hidden >= 1, num_hidden_layers >= 1, "
                 f"data_dim >= 1; got {latent_dim}, {flow_length}, {hidden}, "
-                f"{num_hidden_layers}, {data_dim}"
-            )
+                f"{num_hidden_layers}, {data_dim}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.config: dict[str, Any] = dict(
@@ -206,11 +167,9 @@ class VAE(nn.Module):
         self.encoder_gaussian = nn.Linear(hidden, 2 * latent_dim)  # (mu, log sigma)
         self.encoder_flow = (
             nn.Linear(hidden, planar_param_count(latent_dim, flow_length))
-            if flow_length > 0 else None
-        )
+            if flow_length > 0 else None)
         self.decoder = nn.Sequential(
-            _mlp([latent_dim] + trunk, activation, maxout_window), nn.Linear(hidden, data_dim)
-        )
+            _mlp([latent_dim] + trunk, activation, maxout_window), nn.Linear(hidden, data_dim))
         with torch.no_grad():
             # start with a broad q_0 (sigma = 1), and flows that depend little on x at first
             self.encoder_gaussian.weight.mul_(0.1)
@@ -226,8 +185,7 @@ class VAE(nn.Module):
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(
                 f"x must have shape (B, {self.data_dim}) (a batch of flattened images); "
-                f"received {shape}"
-            )
+                f"received {shape}")
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor, Tensor] | None]:
         """q(z|x)'s parameters.
@@ -274,13 +232,9 @@ class VAE(nn.Module):
 
     # ----------------------------------------------------------------- posterior
 
-    def posterior_sample(
-        self,
-        x: Tensor,
-        num_samples: int = 1,
-        generator: torch.Generator | None = None,
-        params: tuple | None = None,
-    ) -> tuple[Tensor, Tensor]:
+    def posterior_sample(self, x: Tensor, num_samples: int = 1,
+                         generator: torch.Generator | None = None, params: tuple | None = None
+                         ) -> tuple[Tensor, Tensor]:
         """Draw z_K ~ q_K(.|x) by the reparameterization trick, with log q_K(z_K|x) (Eq. 13).
 
         Paper's order (``standardized_flow=False``): z_0 = mu + sigma * eps, z_K = flow(z_0).
@@ -300,15 +254,7 @@ class VAE(nn.Module):
         mu, log_sigma, flow_params = self.encode(x) if params is None else params
         eps = torch.randn((num_samples,) + tuple(mu.shape), generator=generator,
                           device=mu.device, dtype=mu.dtype)
-        sigma = torch.exp(log_sigma)
-        log_q = gaussian_log_prob(eps, log_sigma)
-        if flow_params is None:
-            return mu + sigma * eps, log_q
-        if self.standardized_flow:  # z_K = mu + sigma * flow(eps)
-            eps_k, sum_log_det = planar_flow(eps, *flow_params)
-            return mu + sigma * eps_k, log_q - sum_log_det
-        z_k, sum_log_det = planar_flow(mu + sigma * eps, *flow_params)  # z_K = flow(mu + sigma eps)
-        return z_k, log_q - sum_log_det
+        return gaussian_flow.sample(mu, log_sigma, flow_params, eps, self.standardized_flow)
 
     def log_weights(self, x: Tensor, num_samples: int = 1,
                     generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -341,258 +287,3 @@ def build_vae(config: dict[str, Any]) -> VAE:
         raise ValueError(f"a VAE config needs exactly the keys {list(CONFIG_KEYS)}; missing "
                          f"{sorted(missing)}, unknown {sorted(unknown)}")
     return VAE(**config)
-
-
-# --------------------------------------------------------------------------- the bound
-
-
-@dataclass
-class BoundTerms:
-    """The bound of Eq. (20) per example, in nats, averaged over S samples.
-
-    Attributes:
-        elbo: -F(x) = reconstruction - kl, (B,).
-        reconstruction: E[log p(x|z_K)], (B,).
-        kl: E[log q_K(z_K|x) - log p(z_K)], (B,) (a Monte-Carlo estimate of KL(q_K || p)).
-        loss: the scalar to minimize, mean over the batch of
-            E[log q_K - beta (log p(x|z_K) + log p(z_K))] (equal to -mean(elbo) at beta = 1).
-    """
-
-    elbo: Tensor
-    reconstruction: Tensor
-    kl: Tensor
-    loss: Tensor
-
-
-def bound(
-    model: VAE,
-    x: Tensor,
-    num_samples: int = 1,
-    beta: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> BoundTerms:
-    """The bound -F(x) of Eq. (20) with S samples per x, and the annealed training loss.
-
-    -F(x) ~ (1/S) sum_s [log p(x|z_K^s) + log p(z_K^s) - log q_0(z_0^s|x) + sum_k log|det_k^s|]
-
-    Args:
-        model: a ``VAE`` (or any module with ``log_weights``).
-        x: (B, data_dim) binary images.
-        num_samples: S, samples z_0 ~ q_0(.|x) per x.
-        beta: inverse temperature on log p(x|z_K) + log p(z_K) (Sec. 6.2; ``annealed_beta``).
-        generator: random numbers of the samples.
-
-    Returns:
-        ``BoundTerms``; differentiable.
-    """
-    log_px_z, log_pz, log_q = model.log_weights(x, num_samples, generator)
-    reconstruction = log_px_z.mean(0)
-    kl = (log_q - log_pz).mean(0)
-    elbo = reconstruction - kl
-    if beta == 1.0:
-        loss = -elbo.mean()
-    else:
-        loss = (log_q - beta * (log_px_z + log_pz)).mean()
-    return BoundTerms(elbo=elbo, reconstruction=reconstruction, kl=kl, loss=loss)
-
-
-# --------------------------------------------------------------------------- log-likelihood
-
-
-@torch.no_grad()
-def log_likelihood(
-    model: VAE,
-    x: Tensor,
-    num_samples: int = 5000,
-    batch: int = 100,
-    chunk: int | None = None,
-    generator: torch.Generator | None = None,
-    return_elbo: bool = False,
-) -> Tensor | tuple[Tensor, Tensor]:
-    """Importance-sampled log p(x) with the flow posterior as proposal (Burda et al., 2016).
-
-    log p(x) ~ logsumexp_s [log p(x|z_s) + log p(z_s) - log q_K(z_s|x)] - log S,  z_s ~ q_K(.|x).
-
-    The S samples are drawn in chunks of ``chunk`` samples; each chunk's logsumexp is kept and
-    the chunks are combined with one more logsumexp, so memory grows with ``chunk * batch``,
-    not with S.
-
-    Args:
-        model: a ``VAE`` (evaluated as is; put it in eval mode yourself if it has dropout).
-        x: (N, data_dim) binary images, on the model's device or the CPU.
-        num_samples: S (the paper: 200 for Table 2; 5000 for a tighter estimate).
-        batch: examples per forward pass.
-        chunk: samples per forward pass (default: as many as keep chunk * batch <= 20_000).
-        generator: random numbers (reproducible estimates).
-        return_elbo: also return the ELBO estimated from the same samples (the mean log-weight).
-
-    Returns:
-        log p(x) estimates, (N,) on the CPU (float64); with ``return_elbo``, (log_px, elbo).
-    """
-    if num_samples < 1 or batch < 1:
-        raise ValueError(f"need num_samples >= 1 and batch >= 1; got {num_samples}, {batch}")
-    if x.dim() != 2 or x.shape[-1] != model.data_dim:
-        raise ValueError(
-            f"x must have shape (N, {model.data_dim}) (a batch of flattened images); received "
-            f"{tuple(x.shape)}"
-        )
-    if chunk is None:
-        chunk = max(1, min(num_samples, 20_000 // batch))
-    device = next(model.parameters()).device
-    log_px_all, elbo_all = [], []
-    for start in range(0, x.shape[0], batch):
-        x_batch = x[start : start + batch].to(device)
-        chunk_lse, chunk_sum = [], x_batch.new_zeros(x_batch.shape[0], dtype=torch.float64)
-        remaining = num_samples
-        while remaining > 0:
-            size = min(chunk, remaining)
-            log_px_z, log_pz, log_q = model.log_weights(x_batch, size, generator)
-            log_w = (log_px_z + log_pz - log_q).double()  # (size, b)
-            chunk_lse.append(torch.logsumexp(log_w, dim=0))
-            chunk_sum += log_w.sum(0)
-            remaining -= size
-        log_px = torch.logsumexp(torch.stack(chunk_lse), dim=0) - math.log(num_samples)
-        log_px_all.append(log_px.cpu())
-        elbo_all.append((chunk_sum / num_samples).cpu())
-    log_px = torch.cat(log_px_all)
-    return (log_px, torch.cat(elbo_all)) if return_elbo else log_px
-
-
-# --------------------------------------------------------------------------- exact densities
-
-
-@torch.no_grad()
-def log_q_at(model: VAE, x: Tensor, z_k: Tensor) -> Tensor:
-    """Exact log q_K(z_K|x) at arbitrary points, by inverting the per-example flow.
-
-    z_0 = f_1^{-1} o ... o f_K^{-1}(z_K) (``flows.planar_flow_inverse``, layer by layer), then
-    log q_K(z_K|x) = log N(z_0; mu(x), sigma(x)^2) - sum_k log|det df_k/dz_{k-1}| (Eq. 13)
-    (with ``standardized_flow`` the layers act on (z - mu) / sigma instead).
-
-    Args:
-        model: a ``VAE``. x: (B, data_dim). z_k: (G, B, D) points (G per example).
-
-    Returns:
-        (G, B).
-    """
-    mu, log_sigma, flow_params = model.encode(x)
-    if z_k.dim() != 3 or z_k.shape[1:] != mu.shape:
-        raise ValueError(
-            f"z_k must have shape (G, {mu.shape[0]}, {mu.shape[1]}) (G points per example); "
-            f"received {tuple(z_k.shape)}"
-        )
-    standardized = flow_params is not None and model.standardized_flow
-    z = (z_k - mu) * torch.exp(-log_sigma) if standardized else z_k
-    sum_log_det = z.new_zeros(z.shape[:-1])
-    if flow_params is not None:  # (B, K, D), (B, K, D), (B, K) against z (G, B, D)
-        z, sum_log_det = planar_flow_inverse(z, *flow_params)
-    eps = z if standardized else (z - mu) * torch.exp(-log_sigma)
-    return gaussian_log_prob(eps, log_sigma) - sum_log_det
-
-
-@dataclass
-class GridPosterior:
-    """The true posterior and q on a fine grid of a 2-D latent plane, for one x.
-
-    Densities are arrays (R, R) indexed [row = z2, column = z1] over ``extent`` =
-    (z1_min, z1_max, z2_min, z2_max) (the convention of ``nfutils.plotting``).
-
-    Attributes:
-        extent: the square the grid covers.
-        log_posterior: log p(z|x) = log p(x|z) + log p(z) - log p(x), (R, R).
-        log_q: log q_K(z|x), (R, R).
-        log_px: log p(x) by quadrature on the grid (exact up to grid error, 2-D only).
-        kl: KL(q || p(.|x)) in nats, by quadrature: sum_i q_i (log q_i - log p_i) dA.
-        q_mass: the mass of q inside the grid (close to 1 when the grid covers q; p(.|x) is
-            normalized on the grid, so compare ``log_px`` with an importance-sampled estimate
-            to check that the grid covers the posterior).
-    """
-
-    extent: tuple[float, float, float, float]
-    log_posterior: Tensor
-    log_q: Tensor
-    log_px: float
-    kl: float
-    q_mass: float
-
-
-def _grid(extent, resolution: int, dtype) -> tuple[Tensor, float]:
-    z1 = torch.linspace(extent[0], extent[1], resolution, dtype=dtype)
-    z2 = torch.linspace(extent[2], extent[3], resolution, dtype=dtype)
-    rows, cols = torch.meshgrid(z2, z1, indexing="ij")
-    points = torch.stack([cols, rows], dim=-1).reshape(-1, 2)  # row-major over (z2, z1)
-    cell = float((z1[1] - z1[0]) * (z2[1] - z2[0]))
-    return points, cell
-
-
-@torch.no_grad()
-def grid_posterior(
-    model: VAE,
-    x: Tensor,
-    resolution: int = 200,
-    extent: tuple[float, float, float, float] | None = None,
-    coarse_extent: float = 6.0,
-    coarse_resolution: int = 121,
-    threshold: float = 1e-4,
-    batch: int = 20_000,
-) -> list[GridPosterior]:
-    """True posterior p(z|x) ∝ p(x|z) p(z) and q_K(z|x) on a grid, with KL(q || p) in nats.
-
-    For a 2-D latent the evidence is a 2-D integral, computed by quadrature:
-    log p(x) = logsumexp_i [log p(x|z_i) + log p(z_i)] + log dA. Without ``extent`` the grid
-    is fitted to each x: a coarse pass over [-coarse_extent, coarse_extent]^2 finds the cells
-    where p(.|x) or q exceeds ``threshold`` times its maximum, and the fine grid covers their
-    bounding box with a margin of 25%.
-
-    Args:
-        model: a ``VAE`` with latent_dim = 2. x: (B, data_dim).
-        resolution: R, points per axis of the fine grid.
-        extent: a fixed (z1_min, z1_max, z2_min, z2_max) for every x instead.
-        batch: grid points per decoder call.
-
-    Returns:
-        one ``GridPosterior`` per row of x.
-    """
-    if model.latent_dim != 2:
-        raise ValueError(f"grid_posterior needs a 2-D latent; the model has {model.latent_dim}")
-    dtype = next(model.parameters()).dtype
-    device = next(model.parameters()).device
-    results = []
-    for i in range(x.shape[0]):
-        x_i = x[i : i + 1].to(device)
-
-        def log_densities(points: Tensor) -> tuple[Tensor, Tensor]:
-            log_joint, log_q = [], []
-            for start in range(0, points.shape[0], batch):
-                z = points[start : start + batch].to(device).unsqueeze(1)  # (G, 1, 2)
-                log_joint.append(model.log_prob_x_given_z(x_i, z)[:, 0] + model.log_prior(z)[:, 0])
-                log_q.append(log_q_at(model, x_i, z)[:, 0])
-            return torch.cat(log_joint).cpu(), torch.cat(log_q).cpu()
-
-        if extent is None:
-            box = (-coarse_extent, coarse_extent, -coarse_extent, coarse_extent)
-            points, _ = _grid(box, coarse_resolution, dtype)
-            log_joint, log_q = log_densities(points)
-            keep = ((log_joint > log_joint.max() + math.log(threshold))
-                    | (log_q > log_q.max() + math.log(threshold)))
-            low, high = points[keep].min(0).values, points[keep].max(0).values
-            step = 2 * coarse_extent / (coarse_resolution - 1)
-            margin = 0.25 * (high - low) + 2 * step
-            fine = (float(low[0] - margin[0]), float(high[0] + margin[0]),
-                    float(low[1] - margin[1]), float(high[1] + margin[1]))
-        else:
-            fine = tuple(float(v) for v in extent)
-        points, cell = _grid(fine, resolution, dtype)
-        log_joint, log_q = log_densities(points)
-        log_px = torch.logsumexp(log_joint.double(), 0) + math.log(cell)
-        log_post = log_joint.double() - log_px
-        log_q = log_q.double()
-        q_cell = torch.exp(log_q) * cell
-        kl = float((q_cell * (log_q - log_post)).sum())
-        results.append(GridPosterior(
-            extent=fine,
-            log_posterior=log_post.reshape(resolution, resolution),
-            log_q=log_q.reshape(resolution, resolution),
-            log_px=float(log_px), kl=kl, q_mass=float(q_cell.sum()),
-        ))
-    return results

@@ -9,10 +9,10 @@ a kernel.
 
 Sections:
 
-* Part 1 (2-D flows): ``planar_layer_explorer``, ``layer_slider``.
-* Part 2 (amortized flows): ``theta_slider``.
-* Part 3 (VAE, 2-D latent): ``latent_slider``.
-* Part 4 (VAE, 40-D latent): ``flow_length_slider``.
+* 2-D flows: ``planar_layer_explorer``, ``layer_slider``.
+* Amortized flows: ``theta_slider``.
+* A VAE with a 2-D latent: ``latent_slider``.
+* A VAE with a 40-D latent: ``flow_length_slider``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _show(fig: Figure) -> Figure:
     return fig
 
 
-# --------------------------------------------------------------------------- Part 1: 2-D flows
+# --------------------------------------------------------------------------- 2-D flows
 
 
 def planar_layer_explorer(w=(1.0, 0.0), u=(1.0, 0.0), b: float = 0.0, constrain: bool = False,
@@ -62,12 +62,9 @@ def planar_layer_explorer(w=(1.0, 0.0), u=(1.0, 0.0), b: float = 0.0, constrain:
                                    description=name, continuous_update=False)
 
     return widgets.interactive(
-        draw,
-        w1=slider("w1", w[0]), w2=slider("w2", w[1]),
-        u1=slider("u1", u[0]), u2=slider("u2", u[1]),
-        b=slider("b", b),
-        constrain=widgets.Checkbox(value=constrain, description="u_hat (App. A.1)"),
-    )
+        draw, w1=slider("w1", w[0]), w2=slider("w2", w[1]), u1=slider("u1", u[0]),
+        u2=slider("u2", u[1]), b=slider("b", b),
+        constrain=widgets.Checkbox(value=constrain, description="u_hat (App. A.1)"))
 
 
 def layer_slider(layers: Mapping[str, Sequence], color_values: Mapping[str, np.ndarray],
@@ -117,7 +114,7 @@ def layer_slider(layers: Mapping[str, Sequence], color_values: Mapping[str, np.n
     return widgets.interactive(draw, potential=dropdown, k=slider)
 
 
-# --------------------------------------------------------------------------- Part 2: amortized flows
+# --------------------------------------------------------------------------- amortized flows
 
 
 def theta_slider(model, energy, radius: float | None = None, num_samples: int = 50_000,
@@ -161,7 +158,7 @@ def theta_slider(model, energy, radius: float | None = None, num_samples: int = 
     return widgets.interactive(draw, theta=theta_control, radius=radius_control)
 
 
-# --------------------------------------------------------------------------- Part 3: VAE, 2-D latent
+# --------------------------------------------------------------------------- VAE, 2-D latent
 
 
 def latent_slider(models: Mapping, codes: Mapping | None = None, extent: float = 3.0,
@@ -191,13 +188,11 @@ def latent_slider(models: Mapping, codes: Mapping | None = None, extent: float =
                                    description=name, continuous_update=False)
 
     return widgets.interactive(
-        draw,
-        model=widgets.Dropdown(options=names, value=names[0], description="model"),
-        z1=slider("z1"), z2=slider("z2"),
-    )
+        draw, model=widgets.Dropdown(options=names, value=names[0], description="model"),
+        z1=slider("z1"), z2=slider("z2"))
 
 
-# --------------------------------------------------------------------------- Part 4: VAE, 40-D latent
+# --------------------------------------------------------------------------- VAE, 40-D latent
 
 
 def flow_length_slider(originals, reconstructions: Mapping[int, np.ndarray]) -> widgets.interactive:
@@ -220,8 +215,5 @@ def flow_length_slider(originals, reconstructions: Mapping[int, np.ndarray]) -> 
         return _show(plotting.reconstructions_figure(
             originals, reconstructions[flow_length], title=f"flow length K = {flow_length}"))
 
-    return widgets.interactive(
-        draw,
-        flow_length=widgets.SelectionSlider(options=flow_lengths, value=flow_lengths[-1],
-                                            description="K", continuous_update=False),
-    )
+    return widgets.interactive(draw, flow_length=widgets.SelectionSlider(
+        options=flow_lengths, value=flow_lengths[-1], description="K", continuous_update=False))

@@ -8,16 +8,10 @@ import pytest
 import torch
 
 from nfutils import amortized
-from nfutils.amortized import (
-    AmortizedPlanarFlow,
-    angle_features,
-    angle_radius_features,
-    fit_amortized,
-    load_amortized,
-    raw_angle_features,
-    ring_energy,
-    schedule_factor,
-)
+from nfutils import conditions
+from nfutils.amortized import (AmortizedPlanarFlow, fit_amortized, load_amortized, ring_energy,
+                               schedule_factor)
+from nfutils.conditions import angle_features, angle_radius_features, raw_angle_features
 from nfutils.checkpoints import CheckpointError
 from nfutils.kl import conditional_kl, monte_carlo_kl
 from nfutils.flows import constrain_u, planar_transform
@@ -266,7 +260,7 @@ def test_bad_input_names_expected_shape():
         ring_energy(torch.zeros(4, 2), torch.zeros(4, 1))
     with pytest.raises(ValueError, match="features"):
         AmortizedPlanarFlow(features="degrees")
-    assert amortized.FEATURES["angle"][1:] == (1, 2)
+    assert conditions.FEATURES["angle"][1:] == (1, 2)
 
 
 def test_corrupt_or_foreign_checkpoint_gives_a_clear_error(tmp_path):

@@ -1,4 +1,4 @@
-"""Part 2 figures (nfutils/plotting/amortized.py): densities on a grid against
+"""Conditional-flow figures (nfutils/plotting/amortized.py): densities on a grid against
 closed forms, figure layouts, the animation saved as a GIF."""
 
 import math

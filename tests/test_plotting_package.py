@@ -26,7 +26,7 @@ OLD_PUBLIC_NAMES = [
     "reconstructions_figure", "plot_bound_against_flow_length", "gap_split_figure",
 ]
 
-SUBMODULES = ["common", "flows2d", "amortized", "vae2d", "mnist40"]
+SUBMODULES = ["common", "flows2d", "amortized", "latent_plane", "images"]
 PACKAGE_DIR = Path(plotting.__file__).parent
 
 

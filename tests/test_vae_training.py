@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from nfutils import checkpoints, vae_training
+from nfutils import checkpoints, training, vae_training
 from nfutils.checkpoints import CheckpointError, load_checkpoint
 from nfutils.training import History, NonFiniteLossError, make_optimizer
 from nfutils.vae_training import fit_vae, load_vae, save_vae
@@ -251,13 +251,13 @@ def test_load_checkpoint_never_runs_code_from_the_file(tmp_path):
 
 def test_checkpoints_are_written_every_checkpoint_every_steps(tmp_path, monkeypatch):
     saved_steps = []
-    original = vae_training.save_checkpoint
+    original = training.save_checkpoint  # the loop's one save, used by every fit
 
     def recording_save(state, path):
         saved_steps.append(state["step"])
         original(state, path)
 
-    monkeypatch.setattr(vae_training, "save_checkpoint", recording_save)
+    monkeypatch.setattr(training, "save_checkpoint", recording_save)
     train, _ = tiny_data()  # 4 steps per epoch, 12 in all
     fit_vae(new_model(), train, None, **FIT, checkpoint_path=tmp_path / "c.pt",
             checkpoint_every=2)
@@ -413,3 +413,35 @@ def test_a_flipped_byte_in_the_weights_is_detected(tmp_path):
             load_checkpoint(path)
     path.write_bytes(good)
     assert checkpoints.state_checksum(load_checkpoint(path)) == reference["checksum"]
+
+
+def _no_step(step, elbo):
+    raise AssertionError(f"a step was taken (step {step}) although the images are invalid")
+
+
+@pytest.mark.parametrize("which, bad, message", [
+    ("test", float("nan"), r"test_images must have values in \[0, 1\].*NaN"),
+    ("test", float("inf"), r"test_images must have values in \[0, 1\].*inf"),
+    ("test", 0.5, r"test_images must be binary.*Eq\. \(20\)"),
+    ("test", -1.0, r"test_images must have values in \[0, 1\]"),
+    ("train", float("nan"), r"train_images must have values in \[0, 1\].*NaN"),
+    ("train", 1.5, r"train_images must have values in \[0, 1\]"),
+])
+def test_train_and_test_images_are_checked_once_before_the_first_step(which, bad, message):
+    """NaN, inf, values outside [0, 1] and (for the test set, which the bound of Eq. (20) takes
+    as it is) grey levels stop ``fit_vae`` before its first step, wherever they sit: here in the
+    last image, whose batch would come up last."""
+    train, test = tiny_data()
+    images = train if which == "train" else test
+    images[-1, 3] = bad
+    with pytest.raises(ValueError, match=message):
+        fit_vae(new_model(), train, test, **FIT, callback=_no_step)
+
+
+def test_grey_level_training_images_are_accepted():
+    """Training images are binarized afresh at each step: grey levels in [0, 1] are what they
+    should be, and one step runs on them."""
+    train, test = tiny_data()
+    assert not bool(((train == 0) | (train == 1)).all())
+    history = fit_vae(new_model(), train, test, **{**FIT, "num_epochs": 1})
+    assert history.finished and math.isfinite(history.test_elbo[0])

@@ -10,26 +10,27 @@ One module per idea; every public name is also importable from here (``plotting.
 
 * ``common``: arrays, the square box, densities on a grid (``density_on_grid``,
   ``histogram2d``), the one density image (``plot_density``), the one contour overlay
-  (``plot_contours``), the KL training curve (``plot_kl_curve``);
-* ``flows2d`` (Part 1, 2-D flows): ``plot_potential``, samples after each layer
+  (``plot_contours``), the KL training curve (``plot_kl_curve``), the paper's Figure 4
+  (``plot_bound_against_flow_length``);
+* ``flows2d`` (2-D flows): ``plot_potential``, samples after each layer
   (``layer_samples_figure``), one planar layer (``plot_planar_layer``), the paper's Figure 3
   (``figure3_grid``, ``plot_kl_against_length``);
-* ``amortized`` (Part 2): q(z | c) against p(z | c) (``conditional_densities``,
+* ``amortized`` (conditional flows): q(z | c) against p(z | c) (``conditional_densities``,
   ``conditional_pair_figure``, ``conditional_grid``, ``conditional_animation``) and the
   amortization gap (``plot_amortization_gap``);
-* ``vae2d`` (Part 3, VAE with a 2-D latent): latent codes, the decoded manifold, true
+* ``latent_plane`` (a VAE with a 2-D latent): latent codes, the decoded manifold, true
   posterior against q (``posterior_comparison_figure``), learning curves, the gap split;
-* ``mnist40`` (Part 4, VAE with a 40-D latent): image grids, reconstructions, the paper's
-  Figure 4 (``plot_bound_against_flow_length``).
+* ``images`` (a VAE's images): image grids, reconstructions.
 """
 
 from __future__ import annotations
 
-from . import amortized, common, flows2d, mnist40, vae2d
+from . import amortized, common, flows2d, images, latent_plane
 from .amortized import *  # noqa: F403
 from .common import *  # noqa: F403
 from .flows2d import *  # noqa: F403
-from .mnist40 import *  # noqa: F403
-from .vae2d import *  # noqa: F403
+from .images import *  # noqa: F403
+from .latent_plane import *  # noqa: F403
 
-__all__ = [*common.__all__, *flows2d.__all__, *amortized.__all__, *vae2d.__all__, *mnist40.__all__]
+__all__ = [*common.__all__, *flows2d.__all__, *amortized.__all__, *latent_plane.__all__,
+           *images.__all__]

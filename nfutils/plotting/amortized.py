@@ -1,4 +1,4 @@
-"""Part 2's figures: one amortized flow q(z | c) against a family of targets p(z | c).
+"""Figures of a conditional flow: one amortized flow q(z | c) against a family of targets p(z | c).
 
 For a condition c (an angle θ, or an angle and a radius) the target is exp(-U(z; c)) of a
 conditional energy (``amortized.ring_energy``), and q(z | c) is what one forward pass of the
@@ -21,23 +21,16 @@ from torch import Tensor
 
 from .common import as_numpy, cell_centres, density_on_grid, histogram2d, plot_contours, plot_density
 
-__all__ = [
-    "conditional_densities",
-    "plot_conditional_pair",
-    "conditional_pair_figure",
-    "plot_density_with_target",
-    "conditional_grid",
-    "plot_amortization_gap",
-    "conditional_animation",
-]
+__all__ = ["conditional_densities", "plot_conditional_pair", "conditional_pair_figure",
+           "plot_density_with_target", "conditional_grid", "plot_amortization_gap",
+           "conditional_animation"]
 
 
 def _check_one_panel_per_label(labels: Sequence, q_densities: Sequence, target_densities: Sequence) -> None:
     if not (len(labels) == len(q_densities) == len(target_densities)) or not labels:
         raise ValueError(
             f"need as many q and target densities as labels (>= 1); got {len(labels)} labels, "
-            f"{len(q_densities)} q densities, {len(target_densities)} target densities"
-        )
+            f"{len(q_densities)} q densities, {len(target_densities)} target densities")
 
 
 def conditional_densities(model, energy: Callable[[Tensor, Tensor], Tensor], condition,
@@ -78,10 +71,8 @@ def plot_conditional_pair(ax_target: Axes, ax_q: Axes, target_density, q_density
     target_density = as_numpy(target_density)
     q_density = as_numpy(q_density)
     if target_density.shape != q_density.shape or target_density.ndim != 2:
-        raise ValueError(
-            f"target_density and q_density must have the same shape (R, R); received "
-            f"{target_density.shape} and {q_density.shape}"
-        )
+        raise ValueError(f"target_density and q_density must have the same shape (R, R); received "
+                         f"{target_density.shape} and {q_density.shape}")
     vmax = float(target_density.max()) if vmax is None else vmax
     return (plot_density(ax_target, target_density, extent, title_target, vmax=vmax),
             plot_density(ax_q, q_density, extent, title_q, vmax=vmax))
@@ -157,10 +148,8 @@ def plot_amortization_gap(ax: Axes, angles, kl_amortized, kl_per_target,
     kl_amortized = as_numpy(kl_amortized)
     kl_per_target = as_numpy(kl_per_target)
     if not (angles.shape == kl_amortized.shape == kl_per_target.shape) or angles.ndim != 1:
-        raise ValueError(
-            f"angles, kl_amortized and kl_per_target must be 1-D of one length; got "
-            f"{angles.shape}, {kl_amortized.shape}, {kl_per_target.shape}"
-        )
+        raise ValueError(f"angles, kl_amortized and kl_per_target must be 1-D of one length; got "
+                         f"{angles.shape}, {kl_amortized.shape}, {kl_per_target.shape}")
     degrees = np.degrees(angles)
     if curve_angles is not None and curve_kl is not None:
         ax.plot(np.degrees(as_numpy(curve_angles)), as_numpy(curve_kl), color="C0", linewidth=1.0,
@@ -174,8 +163,7 @@ def plot_amortization_gap(ax: Axes, angles, kl_amortized, kl_per_target,
     for x, low, high in zip(degrees, kl_per_target, kl_amortized):
         ax.plot([x, x], [low, high], color="grey", linewidth=0.8, zorder=0)
     ax.axhline(0.0, color="black", linewidth=0.6)
-    ax.set_xlabel("θ [degrees]")
-    ax.set_ylabel("KL(q || p) [nats]")
+    ax.set(xlabel="θ [degrees]", ylabel="KL(q || p) [nats]")
     ax.legend(fontsize=8)
     return line
 

@@ -1,5 +1,6 @@
 """What every figure of the series shares: arrays from tensors, the square box, densities on a
-grid, the one density image, the one contour overlay, and the training curve.
+grid, the one density image, the one contour overlay, the training curve, and the bound against
+the flow length K (the paper's Figure 4).
 
 Conventions: a 2-D density on a grid is an array of shape (R, R) indexed [row = z2,
 column = z1] (``potentials.density_grid``), drawn with ``origin="lower"`` on ``extent = (xmin,
@@ -10,7 +11,7 @@ never calls ``plt.show``.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -19,19 +20,9 @@ from torch import Tensor
 
 from .. import potentials
 
-__all__ = [
-    "Extent",
-    "as_numpy",
-    "square_extent",
-    "cell_centres",
-    "density_on_grid",
-    "histogram2d",
-    "bare_axes",
-    "set_square_limits",
-    "plot_density",
-    "plot_contours",
-    "plot_kl_curve",
-]
+__all__ = ["Extent", "as_numpy", "square_extent", "cell_centres", "density_on_grid", "histogram2d",
+           "bare_axes", "set_square_limits", "plot_density", "plot_contours", "plot_kl_curve",
+           "plot_bound_against_flow_length"]
 
 Extent = tuple[float, float, float, float]
 
@@ -112,8 +103,7 @@ def histogram2d(samples, extent=4.0, bins: int = 200) -> np.ndarray:
 
 def bare_axes(ax: Axes, title: str | None = None) -> None:
     """No ticks (a picture, not a chart) and an optional small title."""
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
     if title is not None:
         ax.set_title(title, fontsize=9)
 
@@ -121,9 +111,7 @@ def bare_axes(ax: Axes, title: str | None = None) -> None:
 def set_square_limits(ax: Axes, extent) -> None:
     """Show exactly ``extent`` (half-width or 4-tuple), with equal scales on both axes."""
     xmin, xmax, ymin, ymax = square_extent(extent)
-    ax.set_xlim(xmin, xmax)
-    ax.set_ylim(ymin, ymax)
-    ax.set_aspect("equal")
+    ax.set(xlim=(xmin, xmax), ylim=(ymin, ymax), aspect="equal")
 
 
 def plot_density(ax: Axes, density, extent=4.0, title: str | None = None, cmap: str = "viridis",
@@ -172,8 +160,31 @@ def plot_kl_curve(ax: Axes, steps, kl, label: str | None = None, smooth: int = 1
     else:
         line = ax.plot(steps, kl, label=label)[0]
     ax.axhline(0.0, color="black", linewidth=0.6)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("KL(q || p) [nats]")
+    ax.set(xlabel="training step", ylabel="KL(q || p) [nats]")
     if title is not None:
         ax.set_title(title, fontsize=10)
     return line
+
+
+def plot_bound_against_flow_length(ax: Axes, flow_lengths, nll, neg_elbo,
+                                   paper: Mapping[int, float] | None = None,
+                                   reproduction: Mapping[int, float] | None = None,
+                                   nll_label: str = "-ln p(x) (importance sampling)"):
+    """The paper's Figure 4: -ln p(x) and the bound -ELBO against the flow length K.
+
+    Args:
+        flow_lengths: K values. nll, neg_elbo: measured values in nats, one per K.
+        paper, reproduction: optional K -> published -ln p(x), drawn as reference markers.
+    """
+    flow_lengths = list(flow_lengths)
+    ax.plot(flow_lengths, list(neg_elbo), "s--", color="tab:orange", label="-ELBO (this repo)")
+    ax.plot(flow_lengths, list(nll), "o-", color="tab:blue", label=nll_label + " (this repo)")
+    for values, style, label in ((paper, "k^", "-ln p(x), paper (Table 2)"),
+                                 (reproduction, "gv", "-ln p(x), public reproduction")):
+        if values:
+            keys = sorted(values)
+            ax.plot(keys, [values[k] for k in keys], style, linestyle=":", label=label)
+    ax.set(xlabel="flow length K", ylabel="nats (lower is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax

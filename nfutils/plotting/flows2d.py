@@ -1,4 +1,4 @@
-"""Part 1's figures: 2-D flows fitted to the paper's target densities.
+"""Figures of 2-D flows fitted to the paper's target densities.
 
 The target exp(-U(z)) of an energy U (the paper's potentials, Table 1), the samples of a flow
 after each of its layers, one planar layer acting on the plane, and the paper's Figure 3: the
@@ -21,17 +21,9 @@ from .. import flows
 from .common import (as_numpy, bare_axes, density_on_grid, histogram2d, plot_density,
                      set_square_limits)
 
-__all__ = [
-    "flow_histogram",
-    "layer_indices",
-    "plot_potential",
-    "plot_layer_samples",
-    "layer_samples_figure",
-    "layer_extent",
-    "plot_planar_layer",
-    "figure3_grid",
-    "plot_kl_against_length",
-]
+__all__ = ["flow_histogram", "layer_indices", "plot_potential", "plot_layer_samples",
+           "layer_samples_figure", "layer_extent", "plot_planar_layer", "figure3_grid",
+           "plot_kl_against_length"]
 
 
 # --------------------------------------------------------------------------- densities and samples
@@ -183,9 +175,7 @@ def plot_planar_layer(w: Sequence[float], u: Sequence[float], b: float, constrai
     for ax, points, title in ((axes[0], grid, "grid z"), (axes[1], image, "image f(z)")):
         ax.scatter(*as_numpy(points).T, c=colour, cmap="coolwarm", s=6, vmin=-limit, vmax=limit,
                    linewidths=0)
-        ax.set_xlim(-extent - 1, extent + 1)
-        ax.set_ylim(-extent - 1, extent + 1)
-        ax.set_aspect("equal")
+        ax.set(xlim=(-extent - 1, extent + 1), ylim=(-extent - 1, extent + 1), aspect="equal")
         ax.set_title(title, fontsize=9)
     # the hyperplane w.z + b = 0 in the first panel
     if float(w_t.norm()) > 0:
@@ -283,10 +273,8 @@ def plot_kl_against_length(ax: Axes, flow_lengths: Sequence[int],
         lines += ax.plot(flow_lengths, values, styles[kinds.index(kind) % 4], marker=marker, markersize=4,
                          color=colours[names.index(name) % 10], label=f"{name} {kind}")
     ax.set_xscale("log", base=2)
-    ax.set_xticks(flow_lengths)
-    ax.set_xticklabels([str(k) for k in flow_lengths])
-    ax.set_xlabel("flow length K")
-    ax.set_ylabel("KL(q || p) [nats]")
+    ax.set_xticks(flow_lengths, [str(k) for k in flow_lengths])
+    ax.set(xlabel="flow length K", ylabel="KL(q || p) [nats]")
     ax.axhline(0.0, color="black", linewidth=0.6)
     ax.legend(fontsize=7, ncol=2)
     if title is not None:

@@ -1,27 +1,17 @@
-"""Part 4's figures: a VAE with a 40-D latent on binarized MNIST, whose posteriors can no
-longer be drawn, so the figures show images and numbers.
-
-Flattened digits tiled into one picture, test digits above their reconstructions, and the
-paper's Figure 4: -ln p(x) and the bound -ELBO against the flow length K.
+"""Images of a VAE: flattened digits tiled into one picture, test digits above their
+reconstructions (what a VAE whose latent space is too large to draw still lets one see).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Mapping
-
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .common import as_numpy, bare_axes
 
-__all__ = [
-    "tile_images",
-    "plot_image_grid",
-    "reconstructions_figure",
-    "plot_bound_against_flow_length",
-]
+__all__ = ["tile_images", "plot_image_grid", "reconstructions_figure"]
 
 
 def tile_images(images, num_columns: int, image_side: int = 28) -> np.ndarray:
@@ -81,28 +71,3 @@ def reconstructions_figure(originals, reconstructions, title: str | None = None,
     fig.tight_layout()
     fig.reconstructions = reconstructions
     return fig
-
-
-def plot_bound_against_flow_length(ax: Axes, flow_lengths, nll, neg_elbo,
-                                   paper: Mapping[int, float] | None = None,
-                                   reproduction: Mapping[int, float] | None = None,
-                                   nll_label: str = "-ln p(x) (importance sampling)"):
-    """The paper's Figure 4: -ln p(x) and the bound -ELBO against the flow length K.
-
-    Args:
-        flow_lengths: K values. nll, neg_elbo: measured values in nats, one per K.
-        paper, reproduction: optional K -> published -ln p(x), drawn as reference markers.
-    """
-    flow_lengths = list(flow_lengths)
-    ax.plot(flow_lengths, list(neg_elbo), "s--", color="tab:orange", label="-ELBO (this repo)")
-    ax.plot(flow_lengths, list(nll), "o-", color="tab:blue", label=nll_label + " (this repo)")
-    for values, style, label in ((paper, "k^", "-ln p(x), paper (Table 2)"),
-                                 (reproduction, "gv", "-ln p(x), public reproduction")):
-        if values:
-            keys = sorted(values)
-            ax.plot(keys, [values[k] for k in keys], style, linestyle=":", label=label)
-    ax.set_xlabel("flow length K")
-    ax.set_ylabel("nats (lower is better)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return ax

@@ -1,12 +1,13 @@
-"""Part 3's figures: a VAE with a 2-D latent, where posteriors can be seen and integrated.
+"""Figures of a VAE with a 2-D latent, where posteriors can be seen and integrated.
 
 The codes of the test set in the latent plane, the decoder's images over that plane, the true
-posterior p(z|x) next to q(z|x) (both on a ``vae.GridPosterior``), learning curves over seeds,
-a latent point with its decoded digit, and where each model's bound loses (the approximation
-and amortization gaps, ``inference_gaps.InferenceGaps``).
+posterior p(z|x) next to q(z|x) (both on a ``posterior_grid.GridPosterior``), learning curves
+over seeds, a latent point with its decoded digit, and where each model's bound loses (the
+approximation and amortization gaps, ``inference_gaps.InferenceGaps``).
 
-A ``vae.GridPosterior`` holds its densities on the grid points of ``vae.grid_posterior``: R
-points per side, the first and last on the edges of ``grid.extent`` (``_lattice``).
+A ``posterior_grid.GridPosterior`` holds its densities on the grid points of
+``vae.grid_posterior``: R points per side, the first and last on the edges of ``grid.extent``
+(``_lattice``).
 """
 
 from __future__ import annotations
@@ -22,17 +23,9 @@ from matplotlib.figure import Figure
 
 from .common import as_numpy, bare_axes, plot_contours, plot_density, set_square_limits, square_extent
 
-__all__ = [
-    "DIGIT_COLORS",
-    "plot_latent_codes",
-    "decoded_manifold",
-    "plot_manifold",
-    "plot_posterior_pair",
-    "posterior_comparison_figure",
-    "plot_learning_curves",
-    "latent_decoder_figure",
-    "gap_split_figure",
-]
+__all__ = ["DIGIT_COLORS", "plot_latent_codes", "decoded_manifold", "plot_manifold",
+           "plot_posterior_pair", "posterior_comparison_figure", "plot_learning_curves",
+           "latent_decoder_figure", "gap_split_figure"]
 
 DIGIT_COLORS = "tab10"
 
@@ -40,7 +33,7 @@ DIGIT_COLORS = "tab10"
 def plot_latent_codes(ax: Axes, z, labels, extent=None, point_size: float = 1.5,
                       title: str | None = None, legend: bool = True):
     """The latent codes of a data set (e.g. the posterior means of the test set), one colour
-    per digit (figure (a) of Part 3). Rasterized, so 10,000 points stay small in a PNG/PDF.
+    per digit. Rasterized, so 10,000 points stay small in a PNG/PDF.
 
     Args:
         z: (n, 2) codes. labels: (n,) digits 0-9. extent: half-width or 4-tuple of the axes
@@ -56,12 +49,8 @@ def plot_latent_codes(ax: Axes, z, labels, extent=None, point_size: float = 1.5,
     points = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap=DIGIT_COLORS, vmin=-0.5, vmax=9.5,
                         s=point_size, linewidths=0, rasterized=True)
     if extent is not None:
-        xmin, xmax, ymin, ymax = square_extent(extent)
-        ax.set_xlim(xmin, xmax)
-        ax.set_ylim(ymin, ymax)
-    ax.set_aspect("equal")
-    ax.set_xlabel("$z_1$")
-    ax.set_ylabel("$z_2$")
+        set_square_limits(ax, extent)
+    ax.set(aspect="equal", xlabel="$z_1$", ylabel="$z_2$")
     if legend:
         from matplotlib.lines import Line2D
 
@@ -128,8 +117,7 @@ def plot_manifold(ax: Axes, image, extent=3.0, title: str | None = None, image_s
     image = as_numpy(image)
     box = _pixel_box(extent, image.shape[0] // image_side)
     artist = ax.imshow(image, cmap="gray_r", vmin=0, vmax=1, extent=box, interpolation="nearest")
-    ax.set_xlabel("$z_1$")
-    ax.set_ylabel("$z_2$")
+    ax.set(xlabel="$z_1$", ylabel="$z_2$")
     if title is not None:
         ax.set_title(title, fontsize=9)
     return artist
@@ -138,7 +126,7 @@ def plot_manifold(ax: Axes, image, extent=3.0, title: str | None = None, image_s
 def plot_posterior_pair(ax_p: Axes, ax_q: Axes, log_posterior, log_q, extent, kl: float,
                         title_p: str = "true p(z|x)", title_q: str = "q(z|x)") -> None:
     """The true posterior (left) and q (right) on the same grid and colour scale; q's panel
-    carries p's contours (white) and KL(q || p) in nats (figure (c) of Part 3).
+    carries p's contours (white) and KL(q || p) in nats.
 
     Args:
         log_posterior, log_q: (R, R) arrays indexed [z2, z1]. extent: the grid's 4-tuple.
@@ -155,7 +143,7 @@ def plot_posterior_pair(ax_p: Axes, ax_q: Axes, log_posterior, log_q, extent, kl
 
 def _posterior_window(grid, fraction: float = 0.01, margin: float = 1.4) -> tuple[float, float, float]:
     """(z1 centre, z2 centre, side) of a square around where p(z|x) or q exceeds ``fraction`` of
-    its maximum on a ``vae.GridPosterior``, enlarged by ``margin``."""
+    its maximum on a ``posterior_grid.GridPosterior``, enlarged by ``margin``."""
     log_p, log_q = as_numpy(grid.log_posterior), as_numpy(grid.log_q)
     keep = (log_p > log_p.max() + math.log(fraction)) | (log_q > log_q.max() + math.log(fraction))
     rows, cols = np.nonzero(keep)
@@ -170,7 +158,7 @@ def _posterior_window(grid, fraction: float = 0.01, margin: float = 1.4) -> tupl
 def posterior_comparison_figure(images: Sequence, grids: Mapping[str, Sequence],
                                 panel_size: float = 2.4,
                                 levels: Sequence[float] = (0.05, 0.3, 0.7)) -> Figure:
-    """Figure (c) of Part 3: one row per digit: the digit, then for every model the true
+    """One row per digit: the digit, then for every model the true
     posterior p(z|x) of its decoder as an image with q(z|x)'s contour lines on top, and
     KL(q || p) in nats in the panel's title.
 
@@ -184,7 +172,8 @@ def posterior_comparison_figure(images: Sequence, grids: Mapping[str, Sequence],
 
     Args:
         images: the digits, each (784,) or (28, 28).
-        grids: model name -> one ``vae.GridPosterior`` per digit (``vae.grid_posterior``).
+        grids: model name -> one ``posterior_grid.GridPosterior`` per digit
+            (``vae.grid_posterior``).
         panel_size: inches per posterior panel.
         levels: q's contour lines, as fractions of its maximum.
 
@@ -223,8 +212,8 @@ def posterior_comparison_figure(images: Sequence, grids: Mapping[str, Sequence],
                           linewidth=0.9)
             ax.set_facecolor(colour(0.0))  # beyond this model's grid the posterior is ~0
             centre = windows[j][:2]
-            ax.set_xlim(centre[0] - side / 2, centre[0] + side / 2)
-            ax.set_ylim(centre[1] - side / 2, centre[1] + side / 2)
+            ax.set(xlim=(centre[0] - side / 2, centre[0] + side / 2),
+                   ylim=(centre[1] - side / 2, centre[1] + side / 2))
             ax.tick_params(labelsize=7)
             ax.set_title(f"{name}: KL(q || p) = {grid.kl:.2f} nats", fontsize=9)
     colour_bar = fig.colorbar(image, cax=fig.add_subplot(layout[:, -1]))
@@ -238,7 +227,7 @@ def posterior_comparison_figure(images: Sequence, grids: Mapping[str, Sequence],
 
 def plot_learning_curves(ax: Axes, epochs, values, label: str, color=None,
                          linestyle: str = "-"):
-    """Mean over seeds with a min-max band (figure (d) of Part 3).
+    """Mean over seeds with a min-max band.
 
     Args:
         epochs: (E,). values: (n_seeds, E) bounds. label, color, linestyle: of the mean line.
@@ -260,7 +249,7 @@ def plot_learning_curves(ax: Axes, epochs, values, label: str, color=None,
 
 def latent_decoder_figure(model, z1: float, z2: float, codes=None, labels=None, extent=3.0,
                           panel_size: float = 2.8) -> Figure:
-    """Figure (e) of Part 3: a point of the latent plane (left, over the test set's codes when
+    """A point of the latent plane (left, over the test set's codes when
     given) and the decoder's mean image sigmoid(logits(z)) there (right).
 
     Args:
@@ -293,7 +282,7 @@ def latent_decoder_figure(model, z1: float, z2: float, codes=None, labels=None, 
 
 
 def gap_split_figure(gaps: Mapping, panel_size: float = 3.4) -> Figure:
-    """Figure (g) of Part 3: where each model's bound loses, from ``inference_gaps.InferenceGaps``.
+    """Where each model's bound loses, from ``inference_gaps.InferenceGaps``.
 
     Left: per model, the mean approximation gap KL(q* || p(z|x)) and the mean amortization gap
     KL(q_enc || p) - KL(q* || p) stacked (their sum is the mean KL(q_enc || p)), with error bars
@@ -329,13 +318,11 @@ def gap_split_figure(gaps: Mapping, panel_size: float = 3.4) -> Figure:
             ax_cdf.step(values, fraction, where="post", color=colour,
                         linestyle=["-", "--", ":", "-."][i % 4], label=f"{name}: {part}")
     ax_bars.set_xticks(range(len(names)), names)
-    ax_bars.set_xlim(-0.6, len(names) - 0.2)
-    ax_bars.set_ylabel("mean over images [nats]")
+    ax_bars.set(xlim=(-0.6, len(names) - 0.2), ylabel="mean over images [nats]")
     ax_bars.set_title("KL(q_enc || p(z|x)) = approximation + amortization", fontsize=9)
     ax_bars.legend(fontsize=8, loc="upper left")
     ax_cdf.set_xscale("symlog", linthresh=0.1)
-    ax_cdf.set_xlabel("gap of one image [nats]")
-    ax_cdf.set_ylabel("fraction of images with a smaller gap")
+    ax_cdf.set(xlabel="gap of one image [nats]", ylabel="fraction of images with a smaller gap")
     ax_cdf.set_title(f"{len(as_numpy(gaps[names[0]].log_px))} test images", fontsize=9)
     ax_cdf.grid(alpha=0.3)
     ax_cdf.legend(fontsize=8, loc="lower right")

@@ -1,4 +1,4 @@
-"""Part 4's figures and slider: tiling, reconstructions, Figure 4, the K slider."""
+"""nfutils/plotting/images.py and Figure 4: tiling, reconstructions, the bound against K, the K slider."""
 
 import numpy as np
 import pytest

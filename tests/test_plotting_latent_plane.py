@@ -1,4 +1,4 @@
-"""Part 3's figure functions (nfutils.plotting) and the latent slider (nfutils.widgets)."""
+"""Figures of a 2-D latent (nfutils/plotting/latent_plane.py) and the latent slider (nfutils.widgets)."""
 
 import matplotlib
 
