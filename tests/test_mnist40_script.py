@@ -279,3 +279,19 @@ def test_paths_are_the_repository_s_and_the_readme_has_the_table_markers():
     for word in ("{train,extend,evaluate,frozen,frozen-lr,frozen-budget,readme}", "--flow-lengths", "--epochs",
                  "--hours", "--chunk-minutes", "--lr", "--threads"):
         assert word in usage, word
+
+
+def test_the_notebook_writes_the_lesson_itself_and_only_loads_what_this_script_writes():
+    import json
+
+    notebook = json.loads((ROOT / "notebooks" / "04_vae_40d_latent.ipynb").read_text())
+    source = "\n".join("".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code")
+    for driver in ("train_sweep", "evaluate_checkpoint", "frozen_decoder_experiment", "frozen_lr_check",
+                   "frozen_budget_check", "nfutils.experiments", "scripts"):
+        assert driver not in source.replace("scripts/mnist40.py", ""), driver
+    for written_out in ("def my_free_energy", "def my_training_step", "def my_log_px", "torch.logsumexp",
+                        "def evaluate_model", "def fit_frozen"):
+        assert written_out in source, written_out
+    for path in ("mnist40_eval_K", "mnist40_frozen_decoder_K", "mnist40_frozen_decoder_lr_check",
+                 "mnist40_frozen_decoder_budget_K"):  # the files this script writes, loaded there
+        assert path in source, path
