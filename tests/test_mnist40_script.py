@@ -1,6 +1,6 @@
-"""nfutils.experiments.mnist40 (Part 4) and its command line scripts/mnist40.py: the per-image
-evaluation, the paired summary, the generated table and the README update, the frozen-decoder
-experiment (on a tiny model), and the command line's subcommands."""
+"""scripts/mnist40.py, the long runs of Part 4: the per-image evaluation, the paired summary, the
+generated table and the README update, the staged training, the frozen-decoder experiment and its
+checks (on a tiny model), the result files' round trips, and the command line's subcommands."""
 
 import math
 import subprocess
@@ -9,12 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import importlib.util
+
 import torch
 
-from nfutils.experiments import mnist40
+from nfutils import checkpoints, vae, vae_training
 
 ROOT = Path(__file__).resolve().parent.parent
-from nfutils import checkpoints, vae, vae_training  # noqa: E402
+_spec = importlib.util.spec_from_file_location("mnist40_script", ROOT / "scripts" / "mnist40.py")
+mnist40 = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(mnist40)
 
 TINY_SETTINGS = dict(test_images=12, elbo_samples=3, samples_paper=4, samples_paired=6,
                      paired_images=8, samples_subset=20, subset_images=5)
@@ -250,6 +254,20 @@ def test_the_budget_check_is_the_frozen_experiment_at_each_budget(tiny_checkpoin
         mnist40.load_frozen_budget_check((0, 2), tmp_path)
 
 
+def test_the_committed_result_files_still_load():
+    evaluations = mnist40.load_evaluations()
+    assert sorted(evaluations) == list(mnist40.FLOW_LENGTHS)
+    assert evaluations[80]["values"]["log_px_paper"].shape == (10_000,)
+    rows = mnist40.summary_rows(evaluations)
+    assert rows[-1]["vs_first"] < 0  # K = 80 below K = 0, as the table says
+    frozen = mnist40.load_frozen()
+    assert set(frozen["elbo"]) == set(mnist40.FLOW_LENGTHS)
+    assert set(mnist40.load_frozen_lr_check()["elbo"]) == {2e-3, 5e-3}
+    budget = mnist40.load_frozen_budget_check()
+    assert len(budget["elbo"][80]) == len(mnist40.FROZEN_BUDGET_CHECK["budgets"])
+    assert mnist40.PAPER_NLL[80] == 85.1 and 2 not in mnist40.PAPER_NLL
+
+
 def test_paths_are_the_repository_s_and_the_readme_has_the_table_markers():
     assert mnist40.ROOT == ROOT and mnist40.README_PATH == ROOT / "README.md"
     assert mnist40.checkpoint_path(80) == ROOT / "data/checkpoints/mnist40_K80.pt"
@@ -261,3 +279,19 @@ def test_paths_are_the_repository_s_and_the_readme_has_the_table_markers():
     for word in ("{train,extend,evaluate,frozen,frozen-lr,frozen-budget,readme}", "--flow-lengths", "--epochs",
                  "--hours", "--chunk-minutes", "--lr", "--threads"):
         assert word in usage, word
+
+
+def test_the_notebook_writes_the_lesson_itself_and_only_loads_what_this_script_writes():
+    import json
+
+    notebook = json.loads((ROOT / "notebooks" / "04_vae_40d_latent.ipynb").read_text())
+    source = "\n".join("".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code")
+    for driver in ("train_sweep", "evaluate_checkpoint", "frozen_decoder_experiment", "frozen_lr_check",
+                   "frozen_budget_check", "nfutils.experiments", "scripts"):
+        assert driver not in source.replace("scripts/mnist40.py", ""), driver
+    for written_out in ("def my_free_energy", "def my_training_step", "def my_log_px", "torch.logsumexp",
+                        "def evaluate_model", "def fit_frozen"):
+        assert written_out in source, written_out
+    for path in ("mnist40_eval_K", "mnist40_frozen_decoder_K", "mnist40_frozen_decoder_lr_check",
+                 "mnist40_frozen_decoder_budget_K"):  # the files this script writes, loaded there
+        assert path in source, path

@@ -162,6 +162,8 @@ def stage() -> None:
     for page in sorted((ROOT / "docs").glob("*.md")):
         text = page.read_text(encoding="utf-8")
         (STAGE / page.name).write_text(text.replace(TABLE_MARKER, table), encoding="utf-8")
+    import reproduction_notes  # the Reproduction notes page, written from data/results/
+    (STAGE / "reproduction.md").write_text(reproduction_notes.page(), encoding="utf-8")
     for asset in sorted((ROOT / "docs").glob("*.css")):
         shutil.copy2(asset, STAGE / asset.name)
     for path in NOTEBOOKS:
@@ -184,7 +186,7 @@ def build() -> float:
     stage()
     nav = [{"Home": "index.md"}]
     nav += [{title(load(path)): f"notebooks/{path.name}"} for path in NOTEBOOKS]
-    nav += [{"For teachers": "teachers.md"}]
+    nav += [{"For teachers": "teachers.md"}, {"Reproduction notes": "reproduction.md"}]
     config = load_config(config_file=str(ROOT / "mkdocs.yml"), site_url=pages_url(),
                          docs_dir=str(STAGE), site_dir=str(SITE), nav=nav)
     mkdocs_build(config)
