@@ -302,6 +302,25 @@ def flow_length_slider(num_digits: int = 10, seed: int = 0) -> SliderSet | str:
                      [slider], f"drawn by widgets.flow_length_slider from {', '.join(p.name for p in paths)}")
 
 
+def calls(source: str, widget: str) -> bool:
+    """Whether a notebook cell's source calls ``widgets.<widget>(`` for the figure these frames
+    show. Part 2's second θ slider, of the (θ, r) amortizer (called with ``radius=``), has no
+    frames and keeps its still image."""
+    if f"widgets.{widget}(" not in source:
+        return False
+    return not (widget == "theta_slider" and "radius=" in source)
+
+
+def one_thread() -> None:
+    """Each drawing process uses one torch thread (the build runs two processes on two cores)."""
+    torch.set_num_threads(1)
+
+
+def build(widget: str) -> SliderSet | str:
+    """The slider set of ``widget``, or a note saying why it has none."""
+    return BUILDERS[widget]()
+
+
 BUILDERS: dict[str, Callable[[], SliderSet | str]] = {
     "planar_layer_explorer": planar_layer_explorer,
     "layer_slider": layer_slider,
