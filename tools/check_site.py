@@ -3,8 +3,9 @@
 Every ``href`` and ``src`` of every HTML page under ``build/site/`` that points inside the site
 (a relative link, or an absolute one under the site's URL) must name an existing file, and every
 in-page anchor (``page.html#section``) an existing ``id``; every image must be a non-empty file or
-a ``data:`` URI that decodes to an image. Links to other sites are listed, not fetched (no
-network). Exits 1 and lists what is broken.
+a ``data:`` URI that decodes to an image. Links to other sites are counted, not fetched (no
+network); but nothing a page loads when it opens (an image, a script, a style sheet, a frame)
+may come from another host: the site must read the same offline. Exits 1 and lists what is broken.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 from build_site import SITE, pages_url  # noqa: E402
 
+# what a browser loads when a page opens: (tag, attribute), and the <link> kinds that load
+LOADED = {("img", "src"), ("script", "src"), ("iframe", "src"), ("source", "src"), ("video", "src"),
+          ("audio", "src"), ("embed", "src"), ("link", "href")}
+LOADING_LINKS = {"stylesheet", "icon", "preload", "modulepreload", "manifest", "prefetch"}
 IMAGE_MAGIC = (b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"<svg", b"<?xml", b"RIFF")
 
 
@@ -26,6 +31,7 @@ class _Links(HTMLParser):
     def __init__(self):
         super().__init__(convert_charrefs=True)
         self.links: list[tuple[str, str]] = []   # (tag, url)
+        self.loads: list[tuple[str, str]] = []   # (tag, url) the browser fetches when the page opens
         self.ids: set[str] = set()
 
     def handle_starttag(self, tag, attrs):
@@ -36,6 +42,9 @@ class _Links(HTMLParser):
         for name in ("href", "src"):
             if attrs.get(name) is not None and not (tag == "link" and attrs.get("rel") in ("canonical",)):
                 self.links.append((tag, attrs[name]))
+            if (tag, name) in LOADED and attrs.get(name) and (
+                    tag != "link" or LOADING_LINKS & set((attrs.get("rel") or "").split())):
+                self.loads.append((tag, attrs[name]))
 
 
 def _parse(page: Path) -> _Links:
@@ -53,6 +62,9 @@ def check(site: Path = SITE, base_url: str | None = None) -> tuple[list[str], di
     counts = {"pages": len(pages), "internal links": 0, "anchors": 0, "images": 0, "external links": 0}
     for page, links in parsed.items():
         where = page.relative_to(site)
+        for tag, url in links.loads:
+            if urlsplit(url).netloc and not url.startswith(base_url):
+                problems.append(f"{where}: <{tag}> loads {url} from another host (the page must read offline)")
         for tag, url in links.links:
             if url == "" and tag in ("img", "script"):
                 problems.append(f"{where}: <{tag}> with an empty src")
