@@ -196,6 +196,7 @@ def widgets_called(notebooks: list[Path] = NOTEBOOKS) -> list[str]:
 def draw_sliders(names: list[str], workers: int = 2) -> dict[str, site_frames.SliderSet]:
     """The slider set of each widget in ``names`` (``site_frames.BUILDERS``), drawn in
     ``workers`` processes; a widget whose committed files are missing is skipped with a note."""
+    names = sorted(names, key=list(site_frames.BUILDERS).index)  # the heaviest first
     with concurrent.futures.ProcessPoolExecutor(workers, initializer=site_frames.one_thread) as pool:
         drawn = dict(zip(names, pool.map(site_frames.build, names)))
     for name, (result, seconds) in drawn.items():
