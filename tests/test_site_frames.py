@@ -22,11 +22,12 @@ from nfutils import checkpoints, flows, widgets  # noqa: E402
 
 def _fits_file(path: Path) -> Path:
     """A fits file in Part 1's format: main planar flows for U1 (K = 3) and U8 (K = 5), with
-    their parameters moved off the initialization, plus entries the layer slider must ignore."""
+    their parameters moved off the initialization, plus entries the layer slider must ignore
+    (another K, another seed, another kind of flow)."""
     fits = []
     for potential, flow_length, kind, run_seed in (("U1", 3, "planar", 0), ("U8", 5, "planar", 0),
-                                                   ("U1", 2, "planar", 0), ("U1", 8, "planar", 1),
-                                                   ("U8", 9, "radial", 0)):
+                                                   ("U1", 2, "planar", 0), ("U1", 3, "planar", 1),
+                                                   ("U8", 5, "radial", 0)):
         torch.manual_seed(flow_length)
         if kind == "planar":
             model = flows.NormalizingFlow(2, flows.PlanarFlow(2, flow_length, init_scale=0.01))
@@ -42,7 +43,8 @@ def _fits_file(path: Path) -> Path:
     return path
 
 
-def test_layer_slider_has_every_layer_of_each_main_flow(tmp_path):
+def test_layer_slider_has_every_layer_of_each_main_flow(tmp_path, monkeypatch):
+    monkeypatch.setattr(site_frames, "MAIN_FLOW_LENGTHS", {"U1": 3, "U8": 5})
     slider_set = site_frames.layer_slider(_fits_file(tmp_path / "fits.pt"))
     assert [s.key for s in slider_set.sliders] == ["U1", "U8"]
     for slider, flow_length in zip(slider_set.sliders, (3, 5)):

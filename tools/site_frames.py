@@ -154,21 +154,26 @@ def planar_layer_explorer() -> SliderSet:
                      [by_offset, by_direction], "drawn by widgets.planar_layer_explorer")
 
 
-def load_part1_flows(path: Path) -> dict[str, tuple[int, torch.nn.Module]]:
-    """Part 1's main fits (planar, run_seed 0; the longest flow of each potential) from the
-    notebook's fits file: potential -> (K, model)."""
+# Part 1's main fits: planar flows of these lengths, run_seed 0 (the notebook's layer slider)
+MAIN_FLOW_LENGTHS = {"U1": 32, "U2": 32, "U3": 32, "U4": 32, "U8": 100}
+
+
+def load_part1_flows(path: Path) -> dict[str, tuple[int, torch.nn.Module, int]]:
+    """Part 1's main fits (``MAIN_FLOW_LENGTHS``, planar, run_seed 0; of several, the longest
+    run) from the notebook's fits file: potential -> (K, model, steps)."""
     from nfutils import checkpoints, flows
 
     state = checkpoints.load_checkpoint(path, required=("fits",))
     main = {}
     for entry in state["fits"]:
-        if entry["kind"] != "planar" or entry["run_seed"] != 0:
+        potential, flow_length = entry["potential"], entry["flow_length"]
+        if (entry["kind"], entry["run_seed"], MAIN_FLOW_LENGTHS.get(potential)) != ("planar", 0, flow_length):
             continue
-        if entry["potential"] in main and main[entry["potential"]][0] >= entry["flow_length"]:
+        if potential in main and main[potential][2] >= entry["steps"]:
             continue
-        model = flows.NormalizingFlow(2, flows.PlanarFlow(2, entry["flow_length"], init_scale=0.01))
+        model = flows.NormalizingFlow(2, flows.PlanarFlow(2, flow_length, init_scale=0.01))
         model.load_state_dict(entry["state_dict"])
-        main[entry["potential"]] = (entry["flow_length"], model.eval(), entry["steps"])
+        main[potential] = (flow_length, model.eval(), entry["steps"])
     return main
 
 
