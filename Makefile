@@ -70,8 +70,8 @@ notebook-tests: $(STAMP)
 	NF_QUICK=1 MPLBACKEND=Agg $(PY) -m pytest --nbval-lax notebooks/
 
 # Used as people use it: notebook 01 on a simulated Colab (fresh venv), 01 + 02 in
-# JupyterLab driven by Debian's Chromium (.ci/run installs it), and each part's page of the website in the
-# same browser. Screenshots: .artifacts/screenshots/
+# JupyterLab driven by Debian's Chromium (.ci/run installs it), and each part's web page in the
+# same browser with no other host reachable, its sliders moved. Screenshots: .artifacts/screenshots/
 e2e-tests: site
 	NF_QUICK=1 $(PY) -m pytest tests -m "browser or colab"
 
