@@ -105,7 +105,8 @@ def _one_slider_set(widget: str) -> site_frames.SliderSet:
     one = site_frames.Slider("a", "A", [("k", ["0", "1"])], (1,),
                              {(0,): site_frames.Frame("0", png(0)), (1,): site_frames.Frame("1", png(1))})
     two = site_frames.Slider("b", "B", [("z1", ["-1", "+1"]), ("z2", ["-1", "+1"])], (0, 1),
-                             {(i, j): site_frames.Frame(f"({i}, {j})", png(2 + 2 * i + j)) for i in (0, 1) for j in (0, 1)})
+                             {(i, j): site_frames.Frame(f"({i}, {j})", png(2 + 2 * i + j))
+                              for i in (0, 1) for j in (0, 1)})
     return site_frames.SliderSet(widget, "A title", [one, two], "drawn by a test")
 
 

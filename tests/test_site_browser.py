@@ -166,7 +166,8 @@ def _check_frame(panel, recorded: dict, index: str, where: str) -> str:
     frame = recorded["frames"][index]
     assert shown["index"] == index and shown["visible"], f"{where}: frame {shown['index']} shown, not {index}"
     assert shown["value"] == frame["value"], f"{where}: shows the value {shown['value']}, drawn for {frame['value']}"
-    assert shown["png_sha256"] == shown["sha256"] == frame["sha256"], f"{where}: the image is not the frame drawn for {index}"
+    assert shown["png_sha256"] == shown["sha256"] == frame["sha256"], (
+        f"{where}: the image is not the frame drawn for {index}")
     return shown["png_sha256"]
 
 

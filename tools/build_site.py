@@ -267,8 +267,9 @@ def build() -> float:
 
     start = time.perf_counter()
     slider_sets = draw_sliders(widgets_called())
+    counts = {name: sum(len(s.frames) for s in slider_set.sliders) for name, slider_set in slider_sets.items()}
     print(f"slider frames drawn in {time.perf_counter() - start:.0f} s: "
-          + ", ".join(f"{name} {sum(len(s.frames) for s in slider_set.sliders)}" for name, slider_set in slider_sets.items()))
+          + ", ".join(f"{name} {count}" for name, count in counts.items()))
     stage(slider_sets)
     nav = [{"Home": "index.md"}]
     nav += [{title(load(path)): f"notebooks/{path.name}"} for path in NOTEBOOKS]
