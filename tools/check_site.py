@@ -5,7 +5,8 @@ Every ``href`` and ``src`` of every HTML page under ``build/site/`` that points 
 in-page anchor (``page.html#section``) an existing ``id``; every image must be a non-empty file or
 a ``data:`` URI that decodes to an image. Links to other sites are counted, not fetched (no
 network); but nothing a page loads when it opens (an image, a script, a style sheet, a frame)
-may come from another host: the site must read the same offline. Exits 1 and lists what is broken.
+may come from another host: the site must read the same offline. No page may exceed
+``PAGE_LIMIT_BYTES`` (its HTML, frames of its sliders included). Exits 1 and lists what is broken.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 from build_site import SITE, pages_url  # noqa: E402
 
+PAGE_LIMIT_BYTES = 8_000_000  # 8 MB a page: the sliders' frames are embedded in it
 # what a browser loads when a page opens: (tag, attribute), and the <link> kinds that load
 LOADED = {("img", "src"), ("script", "src"), ("iframe", "src"), ("source", "src"), ("video", "src"),
           ("audio", "src"), ("embed", "src"), ("link", "href")}
@@ -53,8 +55,9 @@ def _parse(page: Path) -> _Links:
     return parser
 
 
-def check(site: Path = SITE, base_url: str | None = None) -> tuple[list[str], dict[str, int]]:
-    """(problems, counts) for the site in ``site``."""
+def check(site: Path = SITE, base_url: str | None = None,
+          page_limit: int = PAGE_LIMIT_BYTES) -> tuple[list[str], dict[str, int]]:
+    """(problems, counts) for the site in ``site``; pages over ``page_limit`` bytes are problems."""
     base_url = base_url or pages_url()
     pages = sorted(site.rglob("*.html"))
     parsed = {page: _parse(page) for page in pages}
@@ -62,6 +65,9 @@ def check(site: Path = SITE, base_url: str | None = None) -> tuple[list[str], di
     counts = {"pages": len(pages), "internal links": 0, "anchors": 0, "images": 0, "external links": 0}
     for page, links in parsed.items():
         where = page.relative_to(site)
+        if page.stat().st_size > page_limit:
+            problems.append(f"{where}: {page.stat().st_size / 1e6:.1f} MB, over the "
+                            f"{page_limit / 1e6:g} MB a page may have")
         for tag, url in links.loads:
             if urlsplit(url).netloc and not url.startswith(base_url):
                 problems.append(f"{where}: <{tag}> loads {url} from another host (the page must read offline)")
