@@ -193,7 +193,8 @@ def test_link_check_finds_broken_links_anchors_and_images(tmp_path):
         assert fault in text, f"{fault!r} not reported:\n{text}"
     assert len(problems) == 9, text
     problems, _ = check_site.check(tmp_path, "https://example.org/site/", page_limit=100)
-    too_large = sorted(str(page.relative_to(tmp_path)) for page in tmp_path.rglob("*.html") if page.stat().st_size > 100)
+    too_large = sorted(str(page.relative_to(tmp_path)) for page in tmp_path.rglob("*.html")
+                       if page.stat().st_size > 100)
     assert too_large and sorted(p.split(":")[0] for p in problems if "over the" in p) == too_large, problems
 
 
