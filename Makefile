@@ -4,7 +4,8 @@
 #   make lab          open the notebooks in JupyterLab
 #   make notebooks    run every notebook headless through papermill (full mode, in place)
 #   make notebooks QUICK=1   the same in quick mode, executed copies written to outputs/
-#   make site         the website of the series in build/site/ (committed outputs, nothing executed)
+#   make site         the website of the series in build/site/ (committed outputs and fits, nothing
+#                     trained; rebuilt when its inputs change; MathJax from npm, pinned in package.json)
 #   make test         unit tests, the website built and link-checked, every notebook under nbval in
 #                     quick mode, then the browser tests (what CI runs)
 
@@ -46,10 +47,21 @@ else
 	done
 endif
 
-# The website (MkDocs + mkdocs-jupyter, offline): build/site/index.html. site-check checks every
-# internal link, anchor and image of the built pages.
-site: $(STAMP)
+# The website (MkDocs + mkdocs-jupyter, offline): build/site/index.html, with the sliders' frames
+# drawn from the committed fits. `npm ci` installs the MathJax that package-lock.json pins (the
+# site serves it from its own assets). site-check checks every internal link, anchor and image of
+# the built pages, and that no page asks another host for anything.
+NODE_STAMP := node_modules/.package-lock.json
+SITE_INPUTS := $(NOTEBOOKS) mkdocs.yml pyproject.toml $(wildcard docs/*.md docs/assets/* docs/assets/*/* \
+	tools/*.py nfutils/*.py nfutils/*/*.py data/checkpoints/*.pt)
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
+
+build/site/index.html: $(STAMP) $(NODE_STAMP) $(SITE_INPUTS)
 	$(PY) tools/build_site.py
+
+site: build/site/index.html
 
 site-check: site
 	$(PY) tools/check_site.py
@@ -61,8 +73,8 @@ notebook-tests: $(STAMP)
 	NF_QUICK=1 MPLBACKEND=Agg $(PY) -m pytest --nbval-lax notebooks/
 
 # Used as people use it: notebook 01 on a simulated Colab (fresh venv), 01 + 02 in
-# JupyterLab driven by Debian's Chromium (.ci/run installs it), and the website's Part 1 page in the
-# same browser. Screenshots: .artifacts/screenshots/
+# JupyterLab driven by Debian's Chromium (.ci/run installs it), and each part's web page in the
+# same browser with no other host reachable, its sliders moved. Screenshots: .artifacts/screenshots/
 e2e-tests: site
 	NF_QUICK=1 $(PY) -m pytest tests -m "browser or colab"
 

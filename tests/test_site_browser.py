@@ -1,13 +1,17 @@
-"""The website as a reader opens it: Part 1's page in Debian's Chromium (headless, no network).
+"""The website as a reader opens it, in Debian's Chromium (headless), with no other host reachable.
 
 The built site (``build/site/``, from ``make site``; built here if missing) is served on
 127.0.0.1 by a ``http.server`` thread. Playwright drives ``/usr/bin/chromium`` with a fresh
-profile (the approach of tests/test_browser.py). The test opens Part 1's page and checks what a
-reader sees: the title and the paper's words rendered as text, the Colab badge, a figure (an
-``<img>`` the browser decoded: ``naturalWidth > 0``), the TeX of the equations kept in the page,
-and the navigation to the other parts. MathJax comes from a CDN when a page opens with a network;
-here there is none, so the test checks the TeX, not its rendering. A screenshot goes to
-``.artifacts/screenshots/site_part1.png``.
+profile (the approach of tests/test_browser.py), and every request to a host other than
+127.0.0.1 is aborted and recorded: a page must need none. For each part's page the tests check
+what a reader sees:
+
+* the math is rendered by the site's own MathJax (its ``mjx-container`` elements are in the
+  page, and no paragraph shows raw TeX such as ``$w^\\top \\hat u$``), no image is broken, and no
+  request went to another host; a screenshot per page goes to ``.artifacts/screenshots/``;
+* every slider moves: set to two positions, the figure changes, and the frame shown is the one
+  drawn for that parameter (its ``data-value`` and the SHA-256 of the PNG it shows equal what
+  ``build/site/assets/sliders.json`` recorded when the frames were drawn).
 
 Skips only when Chromium or playwright is missing outside CI; with ``CI=true`` that is a failure.
 Run alone: ``pytest tests/test_site_browser.py -m browser -s``.
@@ -15,13 +19,16 @@ Run alone: ``pytest tests/test_site_browser.py -m browser -s``.
 
 from __future__ import annotations
 
-import json
-
+import base64
 import functools
+import hashlib
 import http.server
+import json
+import re
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -31,7 +38,12 @@ import build_site  # noqa: E402
 from test_browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, _require  # noqa: E402
 
 pytestmark = [pytest.mark.browser]
-PART1 = "notebooks/01_planar_flows_2d.html"
+PAGES = [f"notebooks/{path.stem}.html" for path in build_site.NOTEBOOKS]
+RAW_TEX = re.compile(r"\$[^$\s][^$]*\$|\\begin\{align|\\frac|\\mathcal")
+VISIBLE_TEXT = """() => Array.from(document.querySelectorAll('article p, article li'))
+    .filter(node => node.offsetParent !== null).map(node => node.innerText).join('\\n')"""
+BROKEN_IMAGES = """() => Array.from(document.querySelectorAll('img'))
+    .filter(img => !(img.complete && img.naturalWidth > 0)).map(img => img.src.slice(0, 80))"""
 
 
 @pytest.fixture(scope="module")
@@ -57,72 +69,155 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
+def browser(tmp_path_factory):
+    """(context, requests to other hosts it refused): a Chromium that reaches only 127.0.0.1."""
     _require(CHROMIUM.exists(), f"{CHROMIUM} not found (Debian: apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         _require(False, "the playwright package is not installed (pip install -e '.[dev]')")
     profile = tmp_path_factory.mktemp("chromium-profile-site")
+    refused: list[str] = []
+
+    def local_only(route):
+        if urlsplit(route.request.url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort()
+
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             user_data_dir=str(profile), executable_path=str(CHROMIUM), headless=True,
             args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 1000})
+        context.route("**/*", local_only)
         try:
-            yield context.new_page()
+            yield context, refused
         finally:
             context.close()
 
 
-def test_part1_page_shows_text_figure_and_equations(site_url, page, capsys):
-    failed_local: list[str] = []
+def _open(browser, site_url: str, page_path: str):
+    """A new tab on ``page_path`` with its math typeset; (page, failed requests to the site)."""
+    context, _ = browser
+    page = context.new_page()
+    failed: list[str] = []
     page.on("requestfailed", lambda request: request.url.startswith(site_url)
-            and failed_local.append(f"{request.url} ({request.failure})"))
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    screenshot = SCREENSHOTS / "site_part1.png"
+            and failed.append(f"{request.url} ({request.failure})"))
+    response = page.goto(site_url + page_path, wait_until="load", timeout=120_000)
+    assert response is not None and response.ok, f"{page_path}: HTTP {response and response.status}"
+    page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=30_000)
+    page.evaluate("() => MathJax.startup.promise")
+    return page, failed
+
+
+def _manifest() -> dict:
+    return json.loads((build_site.SITE / "assets" / "sliders.json").read_text())
+
+
+@pytest.mark.parametrize("page_path", PAGES)
+def test_page_reads_offline_math_rendered_no_broken_image(site_url, browser, page_path, capsys):
+    _, refused = browser
+    refused.clear()
+    page, failed = _open(browser, site_url, page_path)
+    name = Path(page_path).stem
     try:
-        response = page.goto(site_url + PART1, wait_until="load", timeout=120_000)
-        assert response is not None and response.ok, f"{PART1}: HTTP {response and response.status}"
-        content = page.locator("article")
-        content.first.wait_for(timeout=60_000)
-        text = content.first.inner_text()
-        notebook_title = json.loads((ROOT / "notebooks" / "01_planar_flows_2d.ipynb").read_text())[
-            "cells"][0]["source"][0].lstrip("# ").strip()  # the notebook's own first heading
-        for words in (notebook_title, "Prerequisites", "Exercises", "References"):
-            assert words in text, f"{PART1}: the rendered page lacks the text {words!r}"
-        assert page.locator('img[alt="Open In Colab"]').count() == 1, f"{PART1}: no Colab badge"
-
-        # a figure of the notebook (an output image), decoded by the browser
-        figures = page.locator(".jp-OutputArea-output img, .output_png img")
-        count = figures.count()
-        assert count >= 5, f"{PART1}: only {count} figures in the page"
-        figure = figures.nth(0)
-        figure.scroll_into_view_if_needed()
-        figure.evaluate("img => img.decode()")
-        width = figure.evaluate("img => img.naturalWidth")
-        assert width > 0, f"{PART1}: the first figure was not decoded (naturalWidth = {width})"
-        decoded = page.evaluate("""() => Array.from(document.querySelectorAll('article img'))
-            .filter(img => img.src.startsWith('data:') && img.complete && img.naturalWidth > 0).length""")
-        assert decoded == count, f"{PART1}: {decoded} of {count} figures decoded"
-
-        # the equations are in the page as TeX (MathJax renders them when there is a network)
-        html = page.content()
-        assert r"\begin{align}" in html and r"\log" in html, f"{PART1}: the TeX of the equations is missing"
-        assert page.locator('script[src*="mathjax"]').count() >= 1, f"{PART1}: MathJax is not loaded"
-
-        # the other parts and the teachers' page are one click away
+        notebook = build_site.load(build_site.ROOT / "notebooks" / f"{name}.ipynb")
+        text = page.locator("article").first.inner_text()
+        for words in (build_site.title(notebook), "Exercises", "References"):
+            assert words in text, f"{page_path}: the rendered page lacks the text {words!r}"
+        rendered = page.locator("article mjx-container").count()
+        assert rendered >= 10, f"{page_path}: only {rendered} equations rendered by MathJax"
+        raw = [line for line in page.evaluate(VISIBLE_TEXT).splitlines() if RAW_TEX.search(line)]
+        assert not raw, f"{page_path}: paragraphs show raw TeX: {raw[:3]}"
+        assert page.locator('img[alt="Open In Colab"]').count() == 1, f"{page_path}: no Colab badge"
+        broken = page.evaluate(BROKEN_IMAGES)
+        assert not broken, f"{page_path}: {len(broken)} images not decoded: {broken[:3]}"
+        assert not refused, f"{page_path}: requested other hosts: {sorted(set(refused))[:5]}"
+        assert not failed, f"{page_path}: requests to the site failed: {failed[:5]}"
         nav = page.locator("nav.md-nav--primary").first.inner_text()
-        for part in ("Part 2", "Part 3", "Part 4", "For teachers"):
-            assert part in nav, f"{PART1}: the side navigation lacks {part!r}"
-        assert not failed_local, f"{PART1}: requests to the site failed: {failed_local[:5]}"
-
-        page.evaluate("window.scrollTo(0, 0)")
-        page.screenshot(path=str(screenshot))
-        figure.screenshot(path=str(SCREENSHOTS / "site_part1_figure.png"))
+        for part in ("Part 1", "Part 2", "Part 3", "Part 4", "For teachers"):
+            assert part in nav, f"{page_path}: the side navigation lacks {part!r}"
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"site_{name}.png"))
         with capsys.disabled():
-            print(f"\n[site] {PART1}: {count} figures decoded (first {width} px wide), TeX kept, "
-                  f"navigation to Parts 2-4 and the teachers' page")
-            print(f"[site] screenshot: {screenshot.relative_to(ROOT)}")
+            print(f"\n[site] {page_path}: {rendered} equations rendered, no raw TeX, no broken image, "
+                  f"no request to another host")
     except Exception:
-        page.screenshot(path=str(SCREENSHOTS / "site_part1_failure.png"), full_page=True)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"site_{name}_failure.png"), full_page=True)
         raise
+    finally:
+        page.close()
+
+
+def _shown(panel) -> dict:
+    """The frame a panel shows: its data attributes and the SHA-256 of the PNG it displays."""
+    shown = panel.locator("img.nf-frame:not([hidden])")
+    assert shown.count() == 1, f"{shown.count()} frames visible at once"
+    src = shown.get_attribute("src")
+    return {"index": shown.get_attribute("data-index"), "value": shown.get_attribute("data-value"),
+            "sha256": shown.get_attribute("data-sha256"), "visible": shown.is_visible(),
+            "png_sha256": hashlib.sha256(base64.b64decode(src.partition(",")[2])).hexdigest()}
+
+
+def _check_frame(panel, recorded: dict, index: str, where: str) -> str:
+    shown = _shown(panel)
+    frame = recorded["frames"][index]
+    assert shown["index"] == index and shown["visible"], f"{where}: frame {shown['index']} shown, not {index}"
+    assert shown["value"] == frame["value"], f"{where}: shows the value {shown['value']}, drawn for {frame['value']}"
+    assert shown["png_sha256"] == shown["sha256"] == frame["sha256"], (
+        f"{where}: the image is not the frame drawn for {index}")
+    return shown["png_sha256"]
+
+
+@pytest.mark.parametrize("page_path", PAGES)
+def test_every_slider_moves_its_figure(site_url, browser, page_path, capsys):
+    manifest = _manifest()
+    page, _ = _open(browser, site_url, page_path)
+    name = Path(page_path).stem
+    try:
+        figures = page.locator(".nf-slider")
+        assert figures.count() >= 1, f"{page_path}: no slider on the page"
+        moved = []
+        for f in range(figures.count()):
+            figure = figures.nth(f)
+            widget = figure.get_attribute("data-widget")
+            chooser = figure.locator(".nf-choice select")
+            for key, recorded in manifest[widget].items():
+                if chooser.count():
+                    chooser.select_option(key)
+                panel = figure.locator(f'.nf-panel[data-key="{key}"]')
+                assert panel.is_visible(), f"{page_path}: {widget}/{key} not shown after choosing it"
+                where = f"{page_path} {widget}/{key}"
+                hashes = [_check_frame(panel, recorded, recorded["start"], where + " at the start")]
+                inputs = panel.locator("input[type=range]")
+                for position in (1, int(inputs.first.get_attribute("max"))):  # two positions
+                    for i in range(inputs.count()):
+                        inputs.nth(i).fill(str(position if i == 0 else 0))
+                    index = ",".join([str(position)] + ["0"] * (inputs.count() - 1))
+                    hashes.append(_check_frame(panel, recorded, index, f"{where} at {index}"))
+                    readout = inputs.first.locator("xpath=following-sibling::output").inner_text()
+                    assert readout == json.loads(inputs.first.get_attribute("data-values"))[position], where
+                assert hashes[1] != hashes[2], f"{where}: the figure did not change between two positions"
+                moved.append(f"{widget}/{key}")
+            figure.scroll_into_view_if_needed()
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            figure.screenshot(path=str(SCREENSHOTS / f"site_{name}_slider_{f + 1}.png"))
+        with capsys.disabled():
+            print(f"\n[site] {page_path}: sliders moved to two positions each, frames as drawn: {', '.join(moved)}")
+    except Exception:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"site_{name}_slider_failure.png"), full_page=True)
+        raise
+    finally:
+        page.close()
+
+
+def test_the_site_has_a_slider_for_each_widget_with_committed_fits():
+    manifest = _manifest()
+    expected = {"planar_layer_explorer", "theta_slider", "latent_slider", "flow_length_slider"}
+    if (build_site.ROOT / "data" / "checkpoints" / "part1_fits.pt").is_file():
+        expected.add("layer_slider")
+    assert expected <= set(manifest), f"sliders missing from the site: {sorted(expected - set(manifest))}"
+    assert sum(len(sliders) for sliders in manifest.values()) >= 5

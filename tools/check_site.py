@@ -3,8 +3,10 @@
 Every ``href`` and ``src`` of every HTML page under ``build/site/`` that points inside the site
 (a relative link, or an absolute one under the site's URL) must name an existing file, and every
 in-page anchor (``page.html#section``) an existing ``id``; every image must be a non-empty file or
-a ``data:`` URI that decodes to an image. Links to other sites are listed, not fetched (no
-network). Exits 1 and lists what is broken.
+a ``data:`` URI that decodes to an image. Links to other sites are counted, not fetched (no
+network); but nothing a page loads when it opens (an image, a script, a style sheet, a frame)
+may come from another host: the site must read the same offline. No page may exceed
+``PAGE_LIMIT_BYTES`` (its HTML, frames of its sliders included). Exits 1 and lists what is broken.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 from build_site import SITE, pages_url  # noqa: E402
 
+PAGE_LIMIT_BYTES = 8_000_000  # 8 MB a page: the sliders' frames are embedded in it
+# what a browser loads when a page opens: (tag, attribute), and the <link> kinds that load
+LOADED = {("img", "src"), ("script", "src"), ("iframe", "src"), ("source", "src"), ("video", "src"),
+          ("audio", "src"), ("embed", "src"), ("link", "href")}
+LOADING_LINKS = {"stylesheet", "icon", "preload", "modulepreload", "manifest", "prefetch"}
 IMAGE_MAGIC = (b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"<svg", b"<?xml", b"RIFF")
 
 
@@ -26,6 +33,7 @@ class _Links(HTMLParser):
     def __init__(self):
         super().__init__(convert_charrefs=True)
         self.links: list[tuple[str, str]] = []   # (tag, url)
+        self.loads: list[tuple[str, str]] = []   # (tag, url) the browser fetches when the page opens
         self.ids: set[str] = set()
 
     def handle_starttag(self, tag, attrs):
@@ -36,6 +44,9 @@ class _Links(HTMLParser):
         for name in ("href", "src"):
             if attrs.get(name) is not None and not (tag == "link" and attrs.get("rel") in ("canonical",)):
                 self.links.append((tag, attrs[name]))
+            if (tag, name) in LOADED and attrs.get(name) and (
+                    tag != "link" or LOADING_LINKS & set((attrs.get("rel") or "").split())):
+                self.loads.append((tag, attrs[name]))
 
 
 def _parse(page: Path) -> _Links:
@@ -44,8 +55,9 @@ def _parse(page: Path) -> _Links:
     return parser
 
 
-def check(site: Path = SITE, base_url: str | None = None) -> tuple[list[str], dict[str, int]]:
-    """(problems, counts) for the site in ``site``."""
+def check(site: Path = SITE, base_url: str | None = None,
+          page_limit: int = PAGE_LIMIT_BYTES) -> tuple[list[str], dict[str, int]]:
+    """(problems, counts) for the site in ``site``; pages over ``page_limit`` bytes are problems."""
     base_url = base_url or pages_url()
     pages = sorted(site.rglob("*.html"))
     parsed = {page: _parse(page) for page in pages}
@@ -53,6 +65,12 @@ def check(site: Path = SITE, base_url: str | None = None) -> tuple[list[str], di
     counts = {"pages": len(pages), "internal links": 0, "anchors": 0, "images": 0, "external links": 0}
     for page, links in parsed.items():
         where = page.relative_to(site)
+        if page.stat().st_size > page_limit:
+            problems.append(f"{where}: {page.stat().st_size / 1e6:.1f} MB, over the "
+                            f"{page_limit / 1e6:g} MB a page may have")
+        for tag, url in links.loads:
+            if urlsplit(url).netloc and not url.startswith(base_url):
+                problems.append(f"{where}: <{tag}> loads {url} from another host (the page must read offline)")
         for tag, url in links.links:
             if url == "" and tag in ("img", "script"):
                 problems.append(f"{where}: <{tag}> with an empty src")
