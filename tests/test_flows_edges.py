@@ -136,8 +136,13 @@ def test_a_root_find_out_of_iterations_warns_with_layer_and_residual():
     u = 5.0 * torch.randn(3, 2, dtype=torch.float64)
     b = torch.randn(3, dtype=torch.float64)
     z_k = 4.0 * torch.randn(50, 2, dtype=torch.float64)
-    with pytest.warns(RuntimeWarning, match=r"layer 3 of 3 .*residual"):
-        planar_flow_inverse(z_k, w, u, b, max_iter=1)  # layer 3 is inverted first
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        planar_flow_inverse(z_k, w, u, b, max_iter=1)
+    messages = [str(record.message) for record in caught]
+    assert all(record.category is RuntimeWarning for record in caught)
+    assert [re.search(r"layer (\d) of 3 did not converge in 1 iterations: largest residual "
+                      r"[0-9.]+", message).group(1) for message in messages] == ["3", "2", "1"]
     u_hat = flows.constrain_u(w[0], u[0])
     with pytest.warns(RuntimeWarning, match=r"did not converge.*residual [0-9.e+-]+"):
         planar_inverse(z_k, w[0], u_hat, b[0], max_iter=1)

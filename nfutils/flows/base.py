@@ -9,8 +9,9 @@ density of z_K = f_K o ... o f_1(z_0) follows from the change of variables (Eq. 
     log q_K(z_K) = log q_0(z_0) - sum_k log |det d f_k / d z_{k-1}|.
 
 Shapes follow one convention everywhere: a point is a tensor ``z`` of shape ``(..., D)``, a
-density value or a log-det has shape ``(...)``. The layers themselves live in ``planar.py``
-(Eq. 10-12), ``radial.py`` (Eq. 14) and ``coupling.py`` (NICE).
+density value or a log-det has shape ``(...)``. The layers themselves live in
+``planar_layer.py`` (Eq. 10-12; stacked in ``planar.py``), ``radial.py`` (Eq. 14) and
+``coupling.py`` (NICE).
 """
 
 from __future__ import annotations
