@@ -229,7 +229,7 @@ def test_a_non_floating_z_is_refused_naming_it_and_its_dtype(call, dtype):
         INTEGER_Z_CALLS[call](z)
 
 
-def test_log_prob_still_accepts_floating_points_of_every_precision():
+def test_log_prob_still_accepts_float32_and_float64_points():
     model = flows.make_flow("planar", 2, 3)
     for dtype in [torch.float32, torch.float64]:
         log_q = model.to(dtype).log_prob(torch.zeros(4, 2, dtype=dtype))

@@ -232,15 +232,15 @@ def planar_inverse(
     dim = y.shape[-1]
     _check_vector_param(w, "w", dim)
     _check_vector_param(u_hat, "u_hat", dim)
-    b = torch.as_tensor(b, dtype=y.dtype, device=y.device)
-    w_dot_u = (w * u_hat).sum(-1) if w_dot_u_hat is None else w_dot_u_hat
+    dtype, device = y.dtype, y.device
+    b = torch.as_tensor(b, dtype=dtype, device=device)
+    y, w, u_hat, b = _in_float64(y, w, u_hat, b)
+    w_dot_u = (w * u_hat).sum(-1) if w_dot_u_hat is None else _in_float64(w_dot_u_hat)[0]
     if bool((w_dot_u <= -1).any()):
         raise ValueError(
             "planar_inverse needs w.u_hat > -1 (an invertible layer); got min w.u_hat = "
             f"{float(w_dot_u.min()):.4f}. Pass u_hat = constrain_u(w, u)."
         )
-    dtype, device = y.dtype, y.device
-    y, w, u_hat, b, w_dot_u = _in_float64(y, w, u_hat, b, w_dot_u)
     w_dot_y = (w * y).sum(-1)
     a = _solve_along_w(w_dot_y, w_dot_u, b, 1e-12 if tol is None else tol, max_iter, layer)
     return (y - u_hat * torch.tanh(a + b).unsqueeze(-1)).to(device, dtype)
