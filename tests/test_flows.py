@@ -397,7 +397,7 @@ def test_flow_of_another_dimension_is_refused():
 
 
 def test_make_flow_refuses_negative_length():
-    with pytest.raises(ValueError, match="flow_length K >= 0.*flow_length = -1"):
+    with pytest.raises(ValueError, match=r"flow_length \(the flow length K.*>= 0; got -1"):
         flows.make_flow("planar", 2, -1)
     assert flows.make_flow("radial", 2, 0).flow_length == 0
     assert flows.make_flow("planar", 2, 3).flow_length == 3

@@ -1,5 +1,7 @@
 """What every flow of the series shares: the Gaussian base density, the change of variables
 (Eq. 13), the layer-by-layer inversion, and the free energy that training minimizes (Eq. 15).
+No flow is named here: each stack inverts itself (its ``inverse`` undoes its layers, last to
+first, with ``invert_stack``), and ``factory.make_flow`` picks a stack by name.
 
 A flow pushes samples of a simple base density q_0 through invertible maps f_1, ..., f_K; the
 density of z_K = f_K o ... o f_1(z_0) follows from the change of variables (Eq. 13):
@@ -7,13 +9,15 @@ density of z_K = f_K o ... o f_1(z_0) follows from the change of variables (Eq. 
     log q_K(z_K) = log q_0(z_0) - sum_k log |det d f_k / d z_{k-1}|.
 
 Shapes follow one convention everywhere: a point is a tensor ``z`` of shape ``(..., D)``, a
-density value or a log-det has shape ``(...)``. The layers themselves live in ``planar.py``
-(Eq. 10-12), ``radial.py`` (Eq. 14) and ``coupling.py`` (NICE).
+density value or a log-det has shape ``(...)``. The layers themselves live in
+``planar_layer.py`` (Eq. 10-12; stacked in ``planar.py``), ``radial.py`` (Eq. 14) and
+``coupling.py`` (NICE).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable
 
 import torch
@@ -25,7 +29,6 @@ __all__ = [
     "NormalizingFlow",
     "free_energy",
     "annealed_beta",
-    "make_flow",
 ]
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -34,9 +37,23 @@ LOG_2PI = math.log(2.0 * math.pi)
 # --------------------------------------------------------------------------- checks
 
 
+def _check_count(value: int, name: str, minimum: int, meaning: str) -> int:
+    """``value`` as an int, or a clear error: an integer (not a bool, not a float such as 2.0)
+    of at least ``minimum``; ``meaning`` says what it counts, e.g. "the flow length K"."""
+    expected = f"{name} ({meaning}) must be an integer >= {minimum}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{expected}; got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{expected}; got {value!r}")
+    return int(value)
+
+
 def _check_point(z: Tensor, name: str = "z", dim: int | None = None) -> None:
     if not isinstance(z, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(z).__name__}")
+    if not z.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor (float32 or float64); got "
+                        f"{z.dtype}: convert it first, e.g. {name}.float()")
     if z.dim() < 1:
         raise ValueError(f"{name} must have shape (..., D) with D >= 1; received a scalar")
     if dim is not None and z.shape[-1] != dim:
@@ -152,8 +169,7 @@ class NormalizingFlow(nn.Module):
 
     def __init__(self, dim: int, flow: nn.Module | None = None):
         super().__init__()
-        if dim < 1:
-            raise ValueError(f"dim must be >= 1, got {dim}")
+        dim = _check_count(dim, "dim", 1, "the dimension D")
         flow_dim = getattr(flow, "dim", dim)
         if flow_dim != dim:
             raise ValueError(
@@ -177,8 +193,7 @@ class NormalizingFlow(nn.Module):
 
     def _base_sample(self, num_samples: int, generator: torch.Generator | None):
         """z_0 = mu + sigma eps, eps ~ N(0, I), and log q_0(z_0); shapes (n, D), (n,)."""
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        num_samples = _check_count(num_samples, "num_samples", 1, "the number of points")
         eps = torch.randn(num_samples, self.dim, generator=generator,
                           device=self.mu.device, dtype=self.mu.dtype)
         z_0 = torch.addcmul(self.mu, eps, torch.exp(self.log_sigma))
@@ -246,19 +261,3 @@ def annealed_beta(step: int, start: float = 0.01, num_steps: int = 10_000) -> fl
         raise ValueError(f"step must be >= 0, got {step}")
     return min(1.0, start + step / num_steps)
 
-
-def make_flow(kind: str, dim: int, flow_length: int) -> NormalizingFlow:
-    """A ``NormalizingFlow`` with a planar or radial stack of K = ``flow_length`` layers
-    (``kind`` in {"planar", "radial"}; K = 0 gives the plain Gaussian)."""
-    from .planar import PlanarFlow  # the stacks import this module
-    from .radial import RadialFlow
-
-    stacks: dict[str, Callable[[int, int], nn.Module]] = {"planar": PlanarFlow, "radial": RadialFlow}
-    if kind not in stacks:
-        raise ValueError(f"kind must be one of {sorted(stacks)}, got {kind!r}")
-    if flow_length < 0 or dim < 1:
-        raise ValueError(
-            f"expected dim >= 1 and flow_length K >= 0 (K = 0: the plain Gaussian); received "
-            f"dim = {dim}, flow_length = {flow_length}"
-        )
-    return NormalizingFlow(dim, stacks[kind](dim, flow_length) if flow_length > 0 else None)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import NormalizingFlow
+from .base import NormalizingFlow, _check_count, _check_point
 
 __all__ = [
     "ShiftMLP",
@@ -122,10 +122,8 @@ class NICEFlow(nn.Module):
     def __init__(self, dim: int, flow_length: int, hidden: int = 16,
                  num_hidden_layers: int = 2):
         super().__init__()
-        if dim < 2 or flow_length < 0:
-            raise ValueError(f"need dim >= 2 and flow_length >= 0; got {dim}, {flow_length}")
-        self.dim = dim
-        self.flow_length = flow_length
+        self.dim = dim = _check_count(dim, "dim", 2, "the dimension D; NICE splits z in halves")
+        self.flow_length = _check_count(flow_length, "flow_length", 0, "the flow length K")
         self.hidden = hidden
         first, second = dim // 2, dim - dim // 2
         # layer k shifts the first half when k is even, the second when k is odd
@@ -136,8 +134,7 @@ class NICEFlow(nn.Module):
         self.log_scale = nn.Parameter(torch.zeros(dim))
 
     def _check(self, z: Tensor, name: str) -> None:
-        if z.ndim < 1 or z.shape[-1] != self.dim:
-            raise ValueError(f"{name} must have shape (..., {self.dim}); received {tuple(z.shape)}")
+        _check_point(z, name, self.dim)
 
     def _couplings(self, z: Tensor, keep_layers: bool) -> list[Tensor]:
         # the two halves travel as separate tensors: no copy of z per layer

@@ -1,7 +1,7 @@
 """The fast path of the planar stack: the same values and gradients as ``planar.planar_flow``'s
 loop, computed with fewer, cheaper calls. Nothing here is needed to understand the flows.
 
-Why: a Part 1 training step (N = 1000 two-dimensional points, K = 32-100 layers) is bound by
+Why: a training step of a 2-D flow (N = 1000 points, K = 32-100 layers) is bound by
 the fixed cost of each tensor operation and of each node autograd records, not by arithmetic.
 The reference loop records about ten autograd nodes per layer; here the whole stack is one
 node, a custom ``torch.autograd.Function``:
@@ -17,11 +17,12 @@ node, a custom ``torch.autograd.Function``:
 the shared stack's two loops, the only part whose cost grows with K, run as NumPy calls on the
 same memory (``NUMPY_LOOPS_ON_CPU``), a few times cheaper per call than torch's.
 
-The switch: ``planar.planar_flow`` asks ``applies(z, w, u, b)`` and, when it says yes, calls
-``planar_flow`` here. It says yes when the fast path is enabled (the default), the stack has
-K >= 1 layers and gradients are being recorded for one of the inputs; without gradients
-(sampling, evaluation, figures) the reference loop runs. To run the reference everywhere,
-for instance to compare or to debug:
+The switch: importing this module (the package does) installs ``planar.FAST_STACK``, which
+``planar.planar_flow`` calls; it runs ``planar_flow`` here when ``applies(z, w, u, b)``: the
+fast path is enabled (the default), the stack has K >= 1 layers and gradients are being
+recorded for one of the inputs. Without gradients (sampling, evaluation, figures) the
+reference loop runs. This module depends on the reference, never the other way round. To run
+the reference everywhere, for instance to compare or to debug:
 
     from nfutils.flows import fast_planar
     with fast_planar.use_fast_path(False):
@@ -44,7 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .planar import SOFTPLUS_FLOOR, _constrain_u_and_dot
+from . import planar
+from .planar_layer import SOFTPLUS_FLOOR, _constrain_u_and_dot
 
 __all__ = ["ENABLED", "NUMPY_LOOPS_ON_CPU", "use_fast_path", "applies", "planar_flow"]
 
@@ -89,6 +91,15 @@ def planar_flow(z: Tensor, w: Tensor, u: Tensor, b: Tensor, constrain: bool = Tr
         z_k, sum_log_det = _PlanarStackShared.apply(z.reshape(-1, dim), w, u, b, constrain)
         return z_k.reshape(z.shape), sum_log_det.reshape(z.shape[:-1])
     return _PlanarStackPerExample.apply(z, w, u, b, constrain)
+
+
+def _planar_flow_where_it_applies(z: Tensor, w: Tensor, u: Tensor, b: Tensor,
+                                  constrain: bool) -> tuple[Tensor, Tensor] | None:
+    """``planar_flow`` here where ``applies`` says yes, else None: ``planar.FAST_STACK``."""
+    return planar_flow(z, w, u, b, constrain) if applies(z, w, u, b) else None
+
+
+planar.FAST_STACK = _planar_flow_where_it_applies  # the one place the reference learns of it
 
 
 class _PlanarStackShared(torch.autograd.Function):

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .base import (
     _check_broadcast,
+    _check_count,
     _check_finite,
     _check_point,
     _check_vector_param,
@@ -143,10 +144,9 @@ class RadialFlow(nn.Module):
 
     def __init__(self, dim: int, flow_length: int, init_scale: float = 1.0):
         super().__init__()
-        if dim < 1 or flow_length < 0:
-            raise ValueError(f"need dim >= 1 and flow_length >= 0; got {dim}, {flow_length}")
-        self.dim = dim
-        self.flow_length = flow_length
+        self.dim = _check_count(dim, "dim", 1, "the dimension D")
+        self.flow_length = flow_length = _check_count(flow_length, "flow_length", 0,
+                                                      "the flow length K")
         self.z0 = nn.Parameter(init_scale * torch.randn(flow_length, dim))
         self.alpha_raw = nn.Parameter(torch.zeros(flow_length))
         # alpha_raw = beta_raw = 0 gives alpha = log 2, beta = 0: the identity map
