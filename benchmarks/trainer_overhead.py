@@ -23,7 +23,12 @@ import torch
 
 from benchmarks import load_average, machine_description
 from nfutils import data, training, vae
-from nfutils.experiments import mnist40
+import importlib.util
+
+_spec = importlib.util.spec_from_file_location(
+    "mnist40", Path(__file__).resolve().parents[1] / "scripts" / "mnist40.py")
+mnist40 = importlib.util.module_from_spec(_spec)  # the long runs' script, loaded as a module
+_spec.loader.exec_module(mnist40)
 
 
 def raw_steps(model: vae.VAE, optimizer: torch.optim.Optimizer, images: torch.Tensor,

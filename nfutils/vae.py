@@ -3,7 +3,7 @@
 The model:
 
 * prior p(z) = N(0, I) in D dimensions (D = 2 to see the latent plane, 40 as in the paper's
-  MNIST experiments);
+  MNIST models);
 * decoder p(x|z): an MLP D -> 400 -> 400 -> 784 giving the logits of 784 independent
   Bernoulli pixels;
 * encoder q(z|x): an MLP 784 -> 400 -> 400 emitting the mean and log standard deviation of
@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from .bounds import bound, log_likelihood, log_q_at  # noqa: F401  (as the notebooks name them)
 from . import gaussian_flow
 from .flows import gaussian_log_prob, planar_param_count, split_planar_params
-from .posterior_grid import grid_posterior  # noqa: F401
+from .posterior_grid import GridPosterior, grid_posterior  # noqa: F401  (as the notebooks name them)
 
 __all__ = ["Maxout", "VAE", "build_vae", "CONFIG_KEYS", "ACTIVATIONS", "identity_planar_params",
            "DEFAULT_ACTIVATION"]
