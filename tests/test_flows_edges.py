@@ -235,3 +235,19 @@ def test_log_prob_still_accepts_float32_and_float64_points():
         log_q = model.to(dtype).log_prob(torch.zeros(4, 2, dtype=dtype))
         assert log_q.dtype == dtype and bool(torch.isfinite(log_q).all())
     assert math.isfinite(float(model.double().log_prob(torch.zeros(1, 2, dtype=torch.float64))))
+
+
+@pytest.mark.parametrize("w_dot_u_hat, b, w_dot_y", [(29.757806272028574, -25.68608856201172, -2.7480742232127175),
+                                                     (39.51851252986614, 32.831398010253906, 5.36620019012048),
+                                                     (13.817839322243248, -26.430797576904297, 13.972236047118809)])
+def test_root_find_of_a_nearly_saturated_layer_converges_without_warning(w_dot_u_hat, b, w_dot_y):
+    # layers of a trained 2-D VAE's flow on which a Newton step crawling to one end of the
+    # bracket once stalled the root find for 100 iterations
+    w = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    u_hat = torch.tensor([w_dot_u_hat, 0.0], dtype=torch.float64)
+    y = torch.tensor([[w_dot_y, 0.3]], dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        z = planar_inverse(y, w, u_hat, torch.tensor(b, dtype=torch.float64))
+    forward = z + u_hat * torch.tanh(z @ w + b).unsqueeze(-1)  # Eq. (10), computed here
+    assert float((forward - y).abs().max()) < 1e-10
