@@ -257,11 +257,8 @@ def _solve_along_w(w_dot_y: Tensor, w_dot_u: Tensor, b: Tensor, tol: float, max_
                    layer: str) -> Tensor:
     """The root a of g(a) = a + (w.u_hat) tanh(a + b) - w.y (``planar_inverse``), batched."""
     w_dot_y, w_dot_u, b = torch.broadcast_tensors(w_dot_y, w_dot_u, b)
-    lower = w_dot_y - w_dot_u.abs()
-    upper = w_dot_y + w_dot_u.abs()
-    a = w_dot_y.clone()
-    step_before_last = upper - lower
-    last_step = step_before_last
+    lower, upper = w_dot_y - w_dot_u.abs(), w_dot_y + w_dot_u.abs()
+    a, last_step = w_dot_y.clone(), upper - lower
     for _ in range(max_iter):
         h = torch.tanh(a + b)
         g = a + w_dot_u * h - w_dot_y
@@ -272,14 +269,12 @@ def _solve_along_w(w_dot_y: Tensor, w_dot_u: Tensor, b: Tensor, tol: float, max_
         upper = torch.where(g > 0, a, upper)
         slope = 1.0 + w_dot_u * (1.0 - h * h)
         newton = a - g / slope
-        # Newton where it stays in the bracket and is at least halving the step (|g / slope| <
-        # half the step before last), else bisect, as in rtsafe (Numerical Recipes, Sec. 9.4):
-        # so the bracket at least halves every second iteration, and a Newton iteration that
-        # crawls towards one end (a nearly saturated tanh) cannot stall the root find
-        newton_ok = (newton > lower) & (newton < upper) & (2.0 * g.abs() <= (step_before_last * slope).abs())
+        # Newton where it stays in the bracket and is at most half the last step, else bisect
+        # (the safeguard of rtsafe, Numerical Recipes Sec. 9.4): steps shrink geometrically, so
+        # a Newton iteration that crawls towards one end (a nearly saturated tanh) cannot stall
+        newton_ok = (newton > lower) & (newton < upper) & (2.0 * g.abs() <= (last_step * slope).abs())
         a_next = torch.where(newton_ok, newton, 0.5 * (lower + upper))
-        step_before_last, last_step = last_step, (a_next - a).abs()
-        a = a_next
+        last_step, a = (a_next - a).abs(), a_next
     residual = (a + w_dot_u * torch.tanh(a + b) - w_dot_y).abs() / (1.0 + w_dot_y.abs())
     if not bool((residual < tol).all()):
         warnings.warn(
