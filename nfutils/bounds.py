@@ -17,7 +17,8 @@ The log-likelihood is estimated by importance sampling with the flow posterior a
 computed with logsumexp in chunks of samples so that S = 5000 fits in memory
 (``log_likelihood``). It is a stochastic lower bound of log p(x) whose gap shrinks as S grows
 (Burda et al., 2016); for S = 1 it is the ELBO. ``log_q_at`` gives the exact log q_K(z|x) at
-any point, by inverting the flow.
+any point, by inverting the flow. ``evaluate_per_image`` composes the two into the evaluation
+that compares models paired: the same images and the same random streams for every model.
 
 Every function takes a ``vae.VAE`` (or any module with its methods); this module does not
 import the model, so ``vae`` can offer these functions under its own name.
@@ -37,7 +38,7 @@ from . import gaussian_flow
 if TYPE_CHECKING:
     from .vae import VAE
 
-__all__ = ["BoundTerms", "bound", "log_likelihood", "log_q_at"]
+__all__ = ["BoundTerms", "bound", "evaluate_per_image", "log_likelihood", "log_q_at"]
 
 
 @dataclass
@@ -135,6 +136,41 @@ def log_likelihood(model: VAE, x: Tensor, num_samples: int = 5000, batch: int = 
         elbo_all.append((chunk_sum / num_samples).cpu())
     log_px = torch.cat(log_px_all)
     return (log_px, torch.cat(elbo_all)) if return_elbo else log_px
+
+
+@torch.no_grad()
+def evaluate_per_image(model: VAE, x: Tensor, elbo_samples: int,
+                       estimates: dict[str, tuple[int, int]], seed: int = 0,
+                       batch: int = 500) -> dict[str, Tensor]:
+    """Per-image bound terms and importance-sampled log p(x) of one model, paired by its seeds.
+
+    The free energy of Eq. (15), written for the flow in Eq. (20), with S = ``elbo_samples``
+    (``bound``): -F(x) ~ (1/S) sum_s [log p(x|z_K^s) + log p(z_K^s) - log q_K(z_K^s|x)]
+    = reconstruction - kl; and each estimate, with its own S (``log_likelihood``):
+    log p(x) ~ log (1/S) sum_s w_s = logsumexp_s(log w_s) - log S, the log-mean-exp of weights.
+    Stream i draws from a generator seeded ``seed * 10 + i``: i = 0 for the bound, 1, 2, ...
+    for ``estimates`` in order, so every model is measured with the same random numbers.
+
+    Args:
+        model: a ``VAE``. x: (N, data_dim) binary images.
+        elbo_samples: S of the bound (all N images, ``batch`` at a time).
+        estimates: name -> (S, the first how many images) of each log p(x) estimate.
+        seed: the seed of the streams.
+        batch: images per call of ``bound``.
+
+    Returns:
+        ``reconstruction`` and ``kl`` (N,), and each estimate by its name; float64, on the CPU.
+    """
+    device = next(model.parameters()).device
+    streams = [torch.Generator(device=device).manual_seed(seed * 10 + i)
+               for i in range(len(estimates) + 1)]
+    terms = [bound(model, x[start : start + batch].to(device), elbo_samples, generator=streams[0])
+             for start in range(0, x.shape[0], batch)]
+    values = {"reconstruction": torch.cat([t.reconstruction for t in terms]).double().cpu(),
+              "kl": torch.cat([t.kl for t in terms]).double().cpu()}
+    for index, (name, (num_samples, num_images)) in enumerate(estimates.items(), start=1):
+        values[name] = log_likelihood(model, x[:num_images], num_samples, generator=streams[index])
+    return values
 
 
 @torch.no_grad()

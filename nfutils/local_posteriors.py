@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from . import gaussian_flow
 from .flows import split_planar_params
+from .flows.base import _check_count
 from .training import History, check_positive, make_optimizer, run_steps, warmup_cosine
 from .vae import VAE, identity_planar_params
 
@@ -64,8 +65,7 @@ class LocalFlowPosterior(nn.Module):
         if mu.dim() != 2 or log_sigma.shape != mu.shape:
             raise ValueError(f"mu and log_sigma must both have shape (B, D); received "
                              f"{tuple(mu.shape)} and {tuple(log_sigma.shape)}")
-        if flow_length < 0:
-            raise ValueError(f"flow_length must be >= 0, got {flow_length}")
+        flow_length = _check_count(flow_length, "flow_length", 0, "the flow length K")
         num_images, dim = mu.shape
         self.flow_length = flow_length
         self.standardized = bool(standardized)

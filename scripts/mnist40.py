@@ -52,7 +52,7 @@ import torch
 # git worktree pinned to a commit while the main checkout is being edited)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nfutils import checkpoints, data, device, local_posteriors, training, vae, vae_training
+from nfutils import bounds, checkpoints, data, device, local_posteriors, training, vae, vae_training
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository root
 CHECKPOINT_DIR = ROOT / "data" / "checkpoints"
@@ -308,48 +308,15 @@ def eval_path(flow_length: int, results_dir: Path = RESULTS_DIR) -> Path:
     return Path(results_dir) / f"mnist40_eval_K{flow_length}.pt"
 
 
-@torch.no_grad()
-def evaluate_per_image(model: vae.VAE, test_images: torch.Tensor, settings: dict[str, int],
-                       seed: int = 0) -> dict[str, torch.Tensor]:
-    """Per-image bound terms and log p(x) estimates of one model (float64, on the CPU).
-
-    Returns a dict of 1-D tensors: ``reconstruction`` and ``kl`` (E[log p(x|z_K)] and
-    E[log q_K - log p(z_K)], all images), ``log_px_paper`` (S = samples_paper, all images),
-    ``log_px_paired`` (S = samples_paired, the first paired_images), ``log_px_subset``
-    (S = samples_subset, the first subset_images). Each estimate has a generator of its own,
-    seeded the same way for every model.
-    """
-    dev = next(model.parameters()).device
-    model.eval()
-
-    def generator(stream: int) -> torch.Generator:
-        return torch.Generator(device=dev).manual_seed(seed * 10 + stream)
-
-    images = test_images[: settings["test_images"]]
-    reconstruction, kl = [], []
-    elbo_generator = generator(0)
-    for start in range(0, images.shape[0], 500):
-        terms = vae.bound(model, images[start : start + 500].to(dev), settings["elbo_samples"],
-                          generator=elbo_generator)
-        reconstruction.append(terms.reconstruction.double().cpu())
-        kl.append(terms.kl.double().cpu())
-    return {
-        "reconstruction": torch.cat(reconstruction),
-        "kl": torch.cat(kl),
-        "log_px_paper": vae.log_likelihood(model, images, settings["samples_paper"],
-                                           generator=generator(1)),
-        "log_px_paired": vae.log_likelihood(model, images[: settings["paired_images"]],
-                                            settings["samples_paired"], generator=generator(2)),
-        "log_px_subset": vae.log_likelihood(model, images[: settings["subset_images"]],
-                                            settings["samples_subset"], generator=generator(3)),
-    }
-
-
 def evaluate_checkpoint(path: Path, test_images: torch.Tensor,
                         settings: dict[str, int] | None = None, seed: int = 0,
                         dev: torch.device | None = None) -> dict[str, Any]:
-    """Load one checkpoint and ``evaluate_per_image`` it; the result also holds K, the
-    checkpoint's budget and history, the settings and the evaluation's wall time."""
+    """Load one checkpoint and evaluate it on the first ``test_images`` images
+    (``bounds.evaluate_per_image``): ``reconstruction`` and ``kl`` (``elbo_samples`` samples),
+    ``log_px_paper``, ``log_px_paired`` and ``log_px_subset`` (S = samples_paper on all of them,
+    S = samples_paired on the first paired_images, S = samples_subset on the first
+    subset_images). The result also holds K, the checkpoint's budget, the settings and the
+    evaluation's wall time."""
     settings = dict(EVAL_SETTINGS if settings is None else settings)
     settings["test_images"] = min(settings["test_images"], test_images.shape[0])
     settings["paired_images"] = min(settings["paired_images"], settings["test_images"])
@@ -357,7 +324,12 @@ def evaluate_checkpoint(path: Path, test_images: torch.Tensor,
     dev = dev or device()
     model, state = vae_training.load_vae(path, dev)
     start = time.perf_counter()
-    values = evaluate_per_image(model, test_images, settings, seed)
+    model.eval()
+    values = bounds.evaluate_per_image(
+        model, test_images[: settings["test_images"]], settings["elbo_samples"],
+        {"log_px_paper": (settings["samples_paper"], settings["test_images"]),
+         "log_px_paired": (settings["samples_paired"], settings["paired_images"]),
+         "log_px_subset": (settings["samples_subset"], settings["subset_images"])}, seed)
     return {"flow_length": int(state["config"]["flow_length"]),
             "budget": state.get("budget", {}), "settings": settings, "values": values,
             "eval_seconds": round(time.perf_counter() - start, 1), "eval_device": device_name(dev)}

@@ -96,6 +96,17 @@ def test_bad_arguments():
         lp.fit_local_posteriors(tiny_model(), images(2), 2, num_steps=0)
 
 
+@pytest.mark.parametrize("flow_length, error", [(2.5, TypeError), (2.0, TypeError), (True, TypeError),
+                                                ("2", TypeError), (-1, ValueError)])
+def test_flow_length_must_be_an_integer_of_at_least_zero(flow_length, error):
+    mu = torch.zeros(3, 2)
+    with pytest.raises(error, match=r"flow_length \(the flow length K\) must be an integer >= 0"):
+        lp.LocalFlowPosterior(mu, mu, flow_length)
+    with pytest.raises(error, match="flow_length"):
+        lp.fit_local_posteriors(tiny_model(), images(2), flow_length, num_steps=1)
+    assert lp.LocalFlowPosterior(mu, mu, 0).w.shape == (3, 0, 2)  # K = 0: a Gaussian per image
+
+
 def test_averaged_fit_returns_the_mean_of_the_last_iterates():
     """The iterates are recorded by a global optimizer hook, independently of the fit's own
     running mean; averaging the last quarter of 40 steps must give the mean of steps 30..39."""

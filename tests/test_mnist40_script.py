@@ -290,8 +290,11 @@ def test_the_notebook_writes_the_lesson_itself_and_only_loads_what_this_script_w
                    "frozen_budget_check", "nfutils.experiments", "scripts"):
         assert driver not in source.replace("scripts/mnist40.py", ""), driver
     for written_out in ("def my_free_energy", "def my_training_step", "def my_log_px", "torch.logsumexp",
-                        "def evaluate_model", "def fit_frozen"):
+                        "def fit_frozen"):
         assert written_out in source, written_out
+    # the evaluation is one block of the library, called by the notebook and by this script alike
+    script = (ROOT / "scripts" / "mnist40.py").read_text()
+    assert "bounds.evaluate_per_image(" in source and "bounds.evaluate_per_image(" in script
     for path in ("mnist40_eval_K", "mnist40_frozen_decoder_K", "mnist40_frozen_decoder_lr_check",
                  "mnist40_frozen_decoder_budget_K"):  # the files this script writes, loaded there
         assert path in source, path

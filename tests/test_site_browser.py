@@ -20,6 +20,7 @@ Run alone: ``pytest tests/test_site_browser.py -m browser -s``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import http.server
@@ -111,6 +112,26 @@ def _open(browser, site_url: str, page_path: str):
     return page, failed
 
 
+def _screenshot(target, filename: str, **options) -> None:
+    """Save a screenshot of a page or an element as ``SCREENSHOTS / filename``."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    target.screenshot(path=str(SCREENSHOTS / filename), **options)
+
+
+@contextlib.contextmanager
+def _opened(browser, site_url: str, page_path: str, failure_png: str):
+    """``_open``'s tab, closed at the end; when the checks fail, a full-page screenshot
+    ``failure_png`` is saved first."""
+    page, failed = _open(browser, site_url, page_path)
+    try:
+        yield page, failed
+    except Exception:
+        _screenshot(page, failure_png, full_page=True)
+        raise
+    finally:
+        page.close()
+
+
 def _manifest() -> dict:
     return json.loads((build_site.SITE / "assets" / "sliders.json").read_text())
 
@@ -119,9 +140,8 @@ def _manifest() -> dict:
 def test_page_reads_offline_math_rendered_no_broken_image(site_url, browser, page_path, capsys):
     _, refused = browser
     refused.clear()
-    page, failed = _open(browser, site_url, page_path)
     name = Path(page_path).stem
-    try:
+    with _opened(browser, site_url, page_path, f"site_{name}_failure.png") as (page, failed):
         notebook = build_site.load(build_site.ROOT / "notebooks" / f"{name}.ipynb")
         text = page.locator("article").first.inner_text()
         for words in (build_site.title(notebook), "Exercises", "References"):
@@ -138,17 +158,10 @@ def test_page_reads_offline_math_rendered_no_broken_image(site_url, browser, pag
         nav = page.locator("nav.md-nav--primary").first.inner_text()
         for part in ("Part 1", "Part 2", "Part 3", "Part 4", "For teachers"):
             assert part in nav, f"{page_path}: the side navigation lacks {part!r}"
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / f"site_{name}.png"))
+        _screenshot(page, f"site_{name}.png")
         with capsys.disabled():
             print(f"\n[site] {page_path}: {rendered} equations rendered, no raw TeX, no broken image, "
                   f"no request to another host")
-    except Exception:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / f"site_{name}_failure.png"), full_page=True)
-        raise
-    finally:
-        page.close()
 
 
 def _shown(panel) -> dict:
@@ -174,9 +187,8 @@ def _check_frame(panel, recorded: dict, index: str, where: str) -> str:
 @pytest.mark.parametrize("page_path", PAGES)
 def test_every_slider_moves_its_figure(site_url, browser, page_path, capsys):
     manifest = _manifest()
-    page, _ = _open(browser, site_url, page_path)
     name = Path(page_path).stem
-    try:
+    with _opened(browser, site_url, page_path, f"site_{name}_slider_failure.png") as (page, _):
         figures = page.locator(".nf-slider")
         assert figures.count() >= 1, f"{page_path}: no slider on the page"
         moved = []
@@ -202,16 +214,9 @@ def test_every_slider_moves_its_figure(site_url, browser, page_path, capsys):
                 assert hashes[1] != hashes[2], f"{where}: the figure did not change between two positions"
                 moved.append(f"{widget}/{key}")
             figure.scroll_into_view_if_needed()
-            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            figure.screenshot(path=str(SCREENSHOTS / f"site_{name}_slider_{f + 1}.png"))
+            _screenshot(figure, f"site_{name}_slider_{f + 1}.png")
         with capsys.disabled():
             print(f"\n[site] {page_path}: sliders moved to two positions each, frames as drawn: {', '.join(moved)}")
-    except Exception:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / f"site_{name}_slider_failure.png"), full_page=True)
-        raise
-    finally:
-        page.close()
 
 
 def test_the_site_has_a_slider_for_each_widget_with_committed_fits():
