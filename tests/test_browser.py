@@ -19,6 +19,7 @@ Run alone: ``pytest tests/test_browser.py -m browser -s``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -187,23 +188,32 @@ def jupyter_lab(tmp_path_factory):
         _kill_leftover_kernels(runtime_dir)
 
 
-@pytest.fixture(scope="module")
-def browser_context(tmp_path_factory):
-    """A Chromium context with a fresh profile; closed afterwards."""
+@contextlib.contextmanager
+def chromium_context(profile: Path, width: int, route=None):
+    """A headless Chromium context with the profile folder ``profile`` and a viewport ``width``
+    pixels wide (every request passed to ``route`` when given); closed afterwards."""
     _require(CHROMIUM.exists(), f"{CHROMIUM} not found (Debian: apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         _require(False, "the playwright package is not installed (pip install -e '.[dev]')")
-    profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             user_data_dir=str(profile), executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000})
+            args=CHROMIUM_ARGS, viewport={"width": width, "height": 1000})
+        if route is not None:
+            context.route("**/*", route)
         try:
             yield context
         finally:
             context.close()
+
+
+@pytest.fixture(scope="module")
+def browser_context(tmp_path_factory):
+    """A Chromium context with a fresh profile; closed afterwards."""
+    with chromium_context(tmp_path_factory.mktemp("chromium-profile"), 1400) as context:
+        yield context
 
 
 # JavaScript run in the page: the current notebook's state, read from its model.

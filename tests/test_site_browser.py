@@ -36,7 +36,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import build_site  # noqa: E402
-from test_browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, _require  # noqa: E402
+from test_browser import SCREENSHOTS, chromium_context  # noqa: E402
 
 pytestmark = [pytest.mark.browser]
 PAGES = [f"notebooks/{path.stem}.html" for path in build_site.NOTEBOOKS]
@@ -72,12 +72,6 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     """(context, requests to other hosts it refused): a Chromium that reaches only 127.0.0.1."""
-    _require(CHROMIUM.exists(), f"{CHROMIUM} not found (Debian: apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _require(False, "the playwright package is not installed (pip install -e '.[dev]')")
-    profile = tmp_path_factory.mktemp("chromium-profile-site")
     refused: list[str] = []
 
     def local_only(route):
@@ -87,15 +81,8 @@ def browser(tmp_path_factory):
             refused.append(route.request.url)
             route.abort()
 
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            user_data_dir=str(profile), executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 1000})
-        context.route("**/*", local_only)
-        try:
-            yield context, refused
-        finally:
-            context.close()
+    with chromium_context(tmp_path_factory.mktemp("chromium-profile-site"), 1280, local_only) as context:
+        yield context, refused
 
 
 def _open(browser, site_url: str, page_path: str):
