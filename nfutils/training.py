@@ -129,14 +129,9 @@ class History:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "History":
-        """The inverse of ``as_dict``; fields missing from ``values`` start empty. Older amortizer
-        files store ``resumed_from`` as one step (0: never resumed); it becomes a list."""
+        """The inverse of ``as_dict``; fields missing from ``values`` start empty."""
         known = {item.name for item in fields(cls)}
-        values = {name: value for name, value in values.items() if name in known}
-        resumed = values.get("resumed_from", [])
-        if isinstance(resumed, int):
-            values["resumed_from"] = [resumed] if resumed else []
-        return cls(**values)
+        return cls(**{name: value for name, value in values.items() if name in known})
 
 
 @dataclass
