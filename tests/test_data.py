@@ -32,12 +32,6 @@ MNIST_FILES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _no_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests use the repository's data, whatever the shell sets."""
-    monkeypatch.delenv("NFUTILS_MNIST_ROOT", raising=False)
-
-
 @pytest.fixture(scope="module")
 def train_set() -> tuple[torch.Tensor, torch.Tensor]:
     return load_mnist("train", root=DEFAULT_ROOT)
@@ -102,10 +96,9 @@ def test_second_call_uses_cache_and_returns_independent_tensors(
     assert torch.equal(labels, third_labels)
 
 
-def test_env_var_selects_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NFUTILS_MNIST_ROOT", str(tmp_path))  # empty folder
+def test_root_argument_selects_the_folder(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
-        load_mnist("test")
+        load_mnist("test", root=tmp_path)  # an empty folder
 
 
 def test_bad_split_lists_valid_splits() -> None:
