@@ -19,7 +19,7 @@ OLD_PUBLIC_NAMES = [
     "layer_indices", "plot_density", "plot_potential", "plot_layer_samples",
     "layer_samples_figure", "layer_extent", "plot_kl_curve", "plot_planar_layer", "figure3_grid",
     "plot_kl_against_length", "conditional_densities", "plot_conditional_pair",
-    "conditional_pair_figure", "plot_density_with_target", "conditional_grid",
+    "conditional_pair_figure", "conditional_grid",
     "plot_amortization_gap", "conditional_animation", "DIGIT_COLORS", "plot_latent_codes",
     "decoded_manifold", "plot_manifold", "posterior_comparison_figure",
     "plot_learning_curves", "latent_decoder_figure", "tile_images", "plot_image_grid",
