@@ -58,22 +58,19 @@ def _grid(extent, resolution: int, dtype) -> tuple[Tensor, float]:
 
 
 @torch.no_grad()
-def grid_posterior(model: VAE, x: Tensor, resolution: int = 200,
-                   extent: tuple[float, float, float, float] | None = None,
-                   coarse_extent: float = 6.0, coarse_resolution: int = 121,
+def grid_posterior(model: VAE, x: Tensor, resolution: int = 200, coarse_extent: float = 6.0, coarse_resolution: int = 121,
                    threshold: float = 1e-4, batch: int = 20_000) -> list[GridPosterior]:
     """True posterior p(z|x) ∝ p(x|z) p(z) and q_K(z|x) on a grid, with KL(q || p) in nats.
 
     For a 2-D latent the evidence is a 2-D integral, computed by quadrature:
-    log p(x) = logsumexp_i [log p(x|z_i) + log p(z_i)] + log dA. Without ``extent`` the grid
-    is fitted to each x: a coarse pass over [-coarse_extent, coarse_extent]^2 finds the cells
+    log p(x) = logsumexp_i [log p(x|z_i) + log p(z_i)] + log dA. The grid is fitted to each
+    x: a coarse pass over [-coarse_extent, coarse_extent]^2 finds the cells
     where p(.|x) or q exceeds ``threshold`` times its maximum, and the fine grid covers their
     bounding box with a margin of 25%.
 
     Args:
         model: a ``VAE`` with latent_dim = 2. x: (B, data_dim).
         resolution: R, points per axis of the fine grid.
-        extent: a fixed (z1_min, z1_max, z2_min, z2_max) for every x instead.
         batch: grid points per decoder call.
 
     Returns:
@@ -95,19 +92,16 @@ def grid_posterior(model: VAE, x: Tensor, resolution: int = 200,
                 log_q.append(log_q_at(model, x_i, z)[:, 0])
             return torch.cat(log_joint).cpu(), torch.cat(log_q).cpu()
 
-        if extent is None:
-            box = (-coarse_extent, coarse_extent, -coarse_extent, coarse_extent)
-            points, _ = _grid(box, coarse_resolution, dtype)
-            log_joint, log_q = log_densities(points)
-            keep = ((log_joint > log_joint.max() + math.log(threshold))
-                    | (log_q > log_q.max() + math.log(threshold)))
-            low, high = points[keep].min(0).values, points[keep].max(0).values
-            step = 2 * coarse_extent / (coarse_resolution - 1)
-            margin = 0.25 * (high - low) + 2 * step
-            fine = (float(low[0] - margin[0]), float(high[0] + margin[0]),
-                    float(low[1] - margin[1]), float(high[1] + margin[1]))
-        else:
-            fine = tuple(float(v) for v in extent)
+        box = (-coarse_extent, coarse_extent, -coarse_extent, coarse_extent)
+        points, _ = _grid(box, coarse_resolution, dtype)
+        log_joint, log_q = log_densities(points)
+        keep = ((log_joint > log_joint.max() + math.log(threshold))
+                | (log_q > log_q.max() + math.log(threshold)))
+        low, high = points[keep].min(0).values, points[keep].max(0).values
+        step = 2 * coarse_extent / (coarse_resolution - 1)
+        margin = 0.25 * (high - low) + 2 * step
+        fine = (float(low[0] - margin[0]), float(high[0] + margin[0]),
+                float(low[1] - margin[1]), float(high[1] + margin[1]))
         points, cell = _grid(fine, resolution, dtype)
         log_joint, log_q = log_densities(points)
         log_px = torch.logsumexp(log_joint.double(), 0) + math.log(cell)
