@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from . import local_posteriors, vae
+from .posterior_grid import lattice_points
 from .vae import VAE
 
 __all__ = ["GridEvidence", "grid_evidence", "InferenceGaps", "inference_gaps", "gap_summary"]
@@ -94,10 +95,7 @@ def grid_evidence(model: VAE, x: Tensor, extent: float = 6.0, resolution: int = 
     parameter = next(model.parameters())
     device, dtype = parameter.device, parameter.dtype
     x = x.to(device, dtype)
-    axis = torch.linspace(-extent, extent, resolution, dtype=torch.float64)
-    cell = float(axis[1] - axis[0]) ** 2
-    rows, cols = torch.meshgrid(axis, axis, indexing="ij")  # row = z2, column = z1
-    points = torch.stack([cols, rows], -1).reshape(-1, 2)
+    points, cell = lattice_points((-extent, extent, -extent, extent), resolution, torch.float64)
     half = ((torch.arange(resolution) % 2 == 0)[:, None]
             & (torch.arange(resolution) % 2 == 0)[None, :]).reshape(-1)
     edge = torch.zeros(resolution, resolution, dtype=torch.bool)

@@ -19,7 +19,7 @@ from .bounds import log_q_at
 if TYPE_CHECKING:
     from .vae import VAE
 
-__all__ = ["GridPosterior", "grid_posterior"]
+__all__ = ["GridPosterior", "grid_posterior", "lattice_points"]
 
 
 @dataclass
@@ -48,7 +48,10 @@ class GridPosterior:
     q_mass: float
 
 
-def _grid(extent, resolution: int, dtype) -> tuple[Tensor, float]:
+def lattice_points(extent, resolution: int, dtype) -> tuple[Tensor, float]:
+    """The points of a grid of ``resolution`` points per axis whose first and last points lie
+    on the edges of ``extent`` (z1_min, z1_max, z2_min, z2_max), row-major over (z2, z1), and
+    the area dA of one cell: the quadrature grid of log p(x) = logsumexp_i [...] + log dA."""
     z1 = torch.linspace(extent[0], extent[1], resolution, dtype=dtype)
     z2 = torch.linspace(extent[2], extent[3], resolution, dtype=dtype)
     rows, cols = torch.meshgrid(z2, z1, indexing="ij")
@@ -93,7 +96,7 @@ def grid_posterior(model: VAE, x: Tensor, resolution: int = 200, coarse_extent: 
             return torch.cat(log_joint).cpu(), torch.cat(log_q).cpu()
 
         box = (-coarse_extent, coarse_extent, -coarse_extent, coarse_extent)
-        points, _ = _grid(box, coarse_resolution, dtype)
+        points, _ = lattice_points(box, coarse_resolution, dtype)
         log_joint, log_q = log_densities(points)
         keep = ((log_joint > log_joint.max() + math.log(threshold))
                 | (log_q > log_q.max() + math.log(threshold)))
@@ -102,7 +105,7 @@ def grid_posterior(model: VAE, x: Tensor, resolution: int = 200, coarse_extent: 
         margin = 0.25 * (high - low) + 2 * step
         fine = (float(low[0] - margin[0]), float(high[0] + margin[0]),
                 float(low[1] - margin[1]), float(high[1] + margin[1]))
-        points, cell = _grid(fine, resolution, dtype)
+        points, cell = lattice_points(fine, resolution, dtype)
         log_joint, log_q = log_densities(points)
         log_px = torch.logsumexp(log_joint.double(), 0) + math.log(cell)
         log_post = log_joint.double() - log_px
