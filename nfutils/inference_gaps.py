@@ -54,14 +54,11 @@ class GridEvidence:
             enough.
         edge_mass: (B,) the posterior mass on the outermost ring of grid points (small when the
             grid covers the posterior).
-        extent: (z1_min, z1_max, z2_min, z2_max). resolution: points per axis.
     """
 
     log_px: Tensor
     log_px_half: Tensor
     edge_mass: Tensor
-    extent: tuple[float, float, float, float]
-    resolution: int
 
 
 @torch.no_grad()
@@ -115,8 +112,7 @@ def grid_evidence(model: VAE, x: Tensor, extent: float = 6.0, resolution: int = 
                 total.copy_(torch.logaddexp(total, torch.logsumexp(part, 0)))
     log_px = lse_all + math.log(cell)
     return GridEvidence(log_px=log_px, log_px_half=lse_half + math.log(4 * cell),
-                        edge_mass=torch.exp(lse_edge + math.log(cell) - log_px),
-                        extent=(-extent, extent, -extent, extent), resolution=resolution)
+                        edge_mass=torch.exp(lse_edge + math.log(cell) - log_px))
 
 
 @dataclass
