@@ -86,7 +86,6 @@ class AmortizedPlanarFlow(nn.Module):
                 f"{dim}, {flow_length}, {hidden}, {num_hidden_layers}")
         self.dim = dim
         self.flow_length = flow_length
-        self.features = features
         self.featurize, self.condition_dim, num_features = FEATURES[features]
         self.config = dict(dim=dim, flow_length=flow_length, features=features, hidden=hidden,
                            num_hidden_layers=num_hidden_layers, out_init_scale=out_init_scale)

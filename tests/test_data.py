@@ -150,12 +150,12 @@ def test_malformed_hash_file_names_the_line(tmp_path: Path, line: str) -> None:
         load_mnist("test", root=root)
 
 
-def test_bad_idx_magic_raises_integrity_error() -> None:
-    header = (2049).to_bytes(4, "big") + (3).to_bytes(4, "big")
-    with pytest.raises(MnistIntegrityError, match="magic"):
-        data._parse_idx(header + bytes(3), magic=2051, name="fake")
-    parsed = data._parse_idx(header + bytes([1, 2, 3]), magic=2049, name="fake")
-    assert parsed.tolist() == [1, 2, 3]
+def test_idx_header_gives_the_shape() -> None:
+    labels = (2049).to_bytes(4, "big") + (3).to_bytes(4, "big") + bytes([1, 2, 3])
+    assert data._parse_idx(labels).tolist() == [1, 2, 3]
+    sizes = b"".join(n.to_bytes(4, "big") for n in (2, 1, 3))
+    images = data._parse_idx((2051).to_bytes(4, "big") + sizes + bytes(range(6)))
+    assert images.shape == (2, 1, 3) and images[1, 0].tolist() == [3, 4, 5]
 
 
 # --- binarize and binarized_test_set ------------------------------------------------------
