@@ -294,10 +294,8 @@ def gap_split_figure(gaps: Mapping, panel_size: float = 3.4) -> Figure:
             ax_bars.errorbar(i, bottom + mean, yerr=se, color="black", capsize=3, linewidth=1)
             ax_bars.text(i + 0.33, bottom + mean / 2, f"{mean:.2f}", va="center", fontsize=8)
             bottom += mean
-        for j, (part, colour) in enumerate(colours.items()):
-            values = np.sort(as_numpy(getattr(gaps[name], part)).astype(float))
-            fraction = np.arange(1, len(values) + 1) / len(values)
-            ax_cdf.step(values, fraction, where="post", color=colour,
+            fraction = np.arange(1, len(values) + 1) / len(values)  # of images with a smaller gap
+            ax_cdf.step(np.sort(values), fraction, where="post", color=colour,
                         linestyle=["-", "--", ":", "-."][i % 4], label=f"{name}: {part}")
     ax_bars.set_xticks(range(len(names)), names)
     ax_bars.set(xlim=(-0.6, len(names) - 0.2), ylabel="mean over images [nats]")
