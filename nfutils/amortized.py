@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from . import gaussian_flow
-from .checkpoints import CheckpointError, check_writable, load_checkpoint, unconverted_checkpoint
+from .checkpoints import CheckpointError, check_writable, load_checkpoint
 from .conditions import FEATURES, ConditionalEnergy, as_condition
 from .conditions import ring_energy  # noqa: F401  (the family of targets, as the notebooks use it)
 from .flows import NormalizingFlow, PlanarFlow, planar_param_count, split_planar_params
@@ -86,7 +86,6 @@ class AmortizedPlanarFlow(nn.Module):
                 f"{dim}, {flow_length}, {hidden}, {num_hidden_layers}")
         self.dim = dim
         self.flow_length = flow_length
-        self.features = features
         self.featurize, self.condition_dim, num_features = FEATURES[features]
         self.config = dict(dim=dim, flow_length=flow_length, features=features, hidden=hidden,
                            num_hidden_layers=num_hidden_layers, out_init_scale=out_init_scale)
@@ -226,15 +225,6 @@ def schedule_factor(schedule: str, num_steps: int, warmup_fraction: float = 0.05
 CHECKPOINT_KEYS = ("run_config", "model", "optimizer", "history", "step")
 
 
-def _checked_run_config(state: dict, path: str | os.PathLike) -> dict:
-    """The checkpoint's run configuration; a clear error for a file with the old key name."""
-    run_config = state["run_config"]
-    if "num_layers" in run_config.get("model", {}):
-        raise unconverted_checkpoint(path, "run_config['model'] names the flow length "
-                                           "'num_layers' instead of 'flow_length'")
-    return run_config
-
-
 def load_amortized(path: str | os.PathLike, device: str | torch.device | None = None
                    ) -> tuple[AmortizedPlanarFlow, dict]:
     """Rebuild the amortizer saved by ``fit_amortized`` at ``path``.
@@ -245,14 +235,14 @@ def load_amortized(path: str | os.PathLike, device: str | torch.device | None = 
 
     Raises:
         FileNotFoundError, CheckpointError: see ``checkpoints.load_checkpoint``; also a
-            CheckpointError when the weights do not match the configuration, or when the file
-            uses old key names (convert it once with tools/convert_checkpoints.py).
+            CheckpointError when the configuration names arguments the amortizer does not take,
+            or the weights do not match it.
     """
     state = load_checkpoint(path, required=CHECKPOINT_KEYS)
-    model = AmortizedPlanarFlow(**_checked_run_config(state, path)["model"])
     try:
+        model = AmortizedPlanarFlow(**state["run_config"]["model"])
         model.load_state_dict(state["model"])
-    except RuntimeError as error:
+    except (TypeError, RuntimeError) as error:
         raise CheckpointError(f"checkpoint {path} does not match its run_config: {error}") from error
     return model.to(device or "cpu").eval(), state
 
@@ -303,7 +293,7 @@ def fit_amortized(model: AmortizedPlanarFlow, energy: ConditionalEnergy,
             ``training.check_finite_loss``).
         ValueError: a count below 1, an unknown schedule, an unwritable ``checkpoint_path``,
             or a checkpoint there made with another configuration.
-        CheckpointError: the checkpoint is truncated, corrupt or uses old key names.
+        CheckpointError: the checkpoint is truncated or corrupt.
     """
     check_positive(num_steps=num_steps, conditions_per_step=conditions_per_step,
                    samples_per_condition=samples_per_condition, log_every=log_every,
@@ -341,7 +331,7 @@ def fit_amortized(model: AmortizedPlanarFlow, energy: ConditionalEnergy,
 
 def _check_same_run(state: dict, path: str | os.PathLike, run_config: dict) -> None:
     """Refuse a checkpoint made with another configuration (it would be another run)."""
-    saved = _checked_run_config(state, path)
+    saved = state["run_config"]
     if saved != run_config:
         differing = sorted(key for key in set(saved) | set(run_config)
                            if saved.get(key) != run_config.get(key))

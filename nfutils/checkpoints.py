@@ -28,28 +28,11 @@ import torch
 from torch import Tensor
 
 __all__ = ["CheckpointError", "state_checksum", "file_sha256", "save_checkpoint", "load_checkpoint",
-           "check_writable", "unconverted_checkpoint", "CONVERT_SCRIPT"]
-
-#: The script that brings a checkpoint written with older key names up to date, once.
-CONVERT_SCRIPT = "tools/convert_checkpoints.py"
-
+           "check_writable"]
 
 class CheckpointError(ValueError):
     """A checkpoint file exists but cannot be used (truncated, corrupt, not a checkpoint of
-    the expected kind, or written with key names this version does not read)."""
-
-
-def unconverted_checkpoint(path: str | os.PathLike, what: str) -> CheckpointError:
-    """The error for a file that uses key names this version no longer reads.
-
-    Args:
-        path: the file. what: which key is missing or outdated, e.g.
-            "run_config['model'] uses 'num_layers' for the flow length".
-    """
-    return CheckpointError(
-        f"checkpoint {path} was written with older key names ({what}). Convert it once with "
-        f"`python {CONVERT_SCRIPT} {path}` (it rewrites the file in place, atomically, with a "
-        "valid checksum), then load it again.")
+    the expected kind, or not matching its own configuration)."""
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -46,7 +46,6 @@ def log_prob(z_k: Tensor, mu: Tensor, log_sigma: Tensor,
     layer (each a monotone scalar equation along w, as w.u_hat > -1), then
     log q_K = log N(z_0; mu, sigma^2) - sum_k log|det df_k/dz_{k-1}| (Eq. 13); in the
     standardized order the layers act on (z - mu) / sigma."""
-    standardized = flow_params is not None and standardized
     z = (z_k - mu) * torch.exp(-log_sigma) if standardized else z_k
     sum_log_det = z.new_zeros(z.shape[:-1])
     if flow_params is not None:

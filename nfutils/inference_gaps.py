@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from . import local_posteriors, vae
+from .posterior_grid import lattice_points
 from .vae import VAE
 
 __all__ = ["GridEvidence", "grid_evidence", "InferenceGaps", "inference_gaps", "gap_summary"]
@@ -53,14 +54,11 @@ class GridEvidence:
             enough.
         edge_mass: (B,) the posterior mass on the outermost ring of grid points (small when the
             grid covers the posterior).
-        extent: (z1_min, z1_max, z2_min, z2_max). resolution: points per axis.
     """
 
     log_px: Tensor
     log_px_half: Tensor
     edge_mass: Tensor
-    extent: tuple[float, float, float, float]
-    resolution: int
 
 
 @torch.no_grad()
@@ -94,10 +92,7 @@ def grid_evidence(model: VAE, x: Tensor, extent: float = 6.0, resolution: int = 
     parameter = next(model.parameters())
     device, dtype = parameter.device, parameter.dtype
     x = x.to(device, dtype)
-    axis = torch.linspace(-extent, extent, resolution, dtype=torch.float64)
-    cell = float(axis[1] - axis[0]) ** 2
-    rows, cols = torch.meshgrid(axis, axis, indexing="ij")  # row = z2, column = z1
-    points = torch.stack([cols, rows], -1).reshape(-1, 2)
+    points, cell = lattice_points((-extent, extent, -extent, extent), resolution, torch.float64)
     half = ((torch.arange(resolution) % 2 == 0)[:, None]
             & (torch.arange(resolution) % 2 == 0)[None, :]).reshape(-1)
     edge = torch.zeros(resolution, resolution, dtype=torch.bool)
@@ -117,8 +112,7 @@ def grid_evidence(model: VAE, x: Tensor, extent: float = 6.0, resolution: int = 
                 total.copy_(torch.logaddexp(total, torch.logsumexp(part, 0)))
     log_px = lse_all + math.log(cell)
     return GridEvidence(log_px=log_px, log_px_half=lse_half + math.log(4 * cell),
-                        edge_mass=torch.exp(lse_edge + math.log(cell) - log_px),
-                        extent=(-extent, extent, -extent, extent), resolution=resolution)
+                        edge_mass=torch.exp(lse_edge + math.log(cell) - log_px))
 
 
 @dataclass

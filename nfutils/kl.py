@@ -64,13 +64,12 @@ def flow_kl(model, energy: Callable[[Tensor], Tensor], log_Z: float,
             ``flows.NormalizingFlow``.
         energy: U, (n, D) -> (n,).
         log_Z: log Z of the target (e.g. ``potentials.log_partition``).
-        num_samples: n. generator: random numbers of the samples.
+        num_samples: n (the model's ``rsample`` checks it). generator: random numbers of the
+            samples.
 
     Returns:
         (kl, standard_error), two 0-d tensors.
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     z_k, log_q = model.rsample(num_samples, generator=generator)
     return monte_carlo_kl(log_q, energy(z_k), log_Z)
 
@@ -87,13 +86,12 @@ def conditional_kl(model, energy: Callable[[Tensor, Tensor], Tensor], condition:
         energy: U(z; c), (B, n, D) and (B, C) -> (B, n) (e.g. ``amortized.ring_energy``).
         condition: (B, C), or (B,) for a single number per condition.
         log_Z: log Z(c), a float or shape (B,).
-        num_samples: n per condition. generator: random numbers of the samples.
+        num_samples: n per condition (the model's ``rsample`` checks it). generator: random
+            numbers of the samples.
 
     Returns:
         (kl, standard_error), each of shape (B,).
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     if condition.dim() == 1:
         condition = condition.unsqueeze(-1)
     z_k, log_q = model.rsample(condition, num_samples, generator=generator)

@@ -19,7 +19,7 @@ from .bounds import log_q_at
 if TYPE_CHECKING:
     from .vae import VAE
 
-__all__ = ["GridPosterior", "grid_posterior"]
+__all__ = ["GridPosterior", "grid_posterior", "lattice_points"]
 
 
 @dataclass
@@ -48,7 +48,10 @@ class GridPosterior:
     q_mass: float
 
 
-def _grid(extent, resolution: int, dtype) -> tuple[Tensor, float]:
+def lattice_points(extent, resolution: int, dtype) -> tuple[Tensor, float]:
+    """The points of a grid of ``resolution`` points per axis whose first and last points lie
+    on the edges of ``extent`` (z1_min, z1_max, z2_min, z2_max), row-major over (z2, z1), and
+    the area dA of one cell: the quadrature grid of log p(x) = logsumexp_i [...] + log dA."""
     z1 = torch.linspace(extent[0], extent[1], resolution, dtype=dtype)
     z2 = torch.linspace(extent[2], extent[3], resolution, dtype=dtype)
     rows, cols = torch.meshgrid(z2, z1, indexing="ij")
@@ -58,22 +61,19 @@ def _grid(extent, resolution: int, dtype) -> tuple[Tensor, float]:
 
 
 @torch.no_grad()
-def grid_posterior(model: VAE, x: Tensor, resolution: int = 200,
-                   extent: tuple[float, float, float, float] | None = None,
-                   coarse_extent: float = 6.0, coarse_resolution: int = 121,
+def grid_posterior(model: VAE, x: Tensor, resolution: int = 200, coarse_extent: float = 6.0, coarse_resolution: int = 121,
                    threshold: float = 1e-4, batch: int = 20_000) -> list[GridPosterior]:
     """True posterior p(z|x) ∝ p(x|z) p(z) and q_K(z|x) on a grid, with KL(q || p) in nats.
 
     For a 2-D latent the evidence is a 2-D integral, computed by quadrature:
-    log p(x) = logsumexp_i [log p(x|z_i) + log p(z_i)] + log dA. Without ``extent`` the grid
-    is fitted to each x: a coarse pass over [-coarse_extent, coarse_extent]^2 finds the cells
+    log p(x) = logsumexp_i [log p(x|z_i) + log p(z_i)] + log dA. The grid is fitted to each
+    x: a coarse pass over [-coarse_extent, coarse_extent]^2 finds the cells
     where p(.|x) or q exceeds ``threshold`` times its maximum, and the fine grid covers their
     bounding box with a margin of 25%.
 
     Args:
         model: a ``VAE`` with latent_dim = 2. x: (B, data_dim).
         resolution: R, points per axis of the fine grid.
-        extent: a fixed (z1_min, z1_max, z2_min, z2_max) for every x instead.
         batch: grid points per decoder call.
 
     Returns:
@@ -95,20 +95,17 @@ def grid_posterior(model: VAE, x: Tensor, resolution: int = 200,
                 log_q.append(log_q_at(model, x_i, z)[:, 0])
             return torch.cat(log_joint).cpu(), torch.cat(log_q).cpu()
 
-        if extent is None:
-            box = (-coarse_extent, coarse_extent, -coarse_extent, coarse_extent)
-            points, _ = _grid(box, coarse_resolution, dtype)
-            log_joint, log_q = log_densities(points)
-            keep = ((log_joint > log_joint.max() + math.log(threshold))
-                    | (log_q > log_q.max() + math.log(threshold)))
-            low, high = points[keep].min(0).values, points[keep].max(0).values
-            step = 2 * coarse_extent / (coarse_resolution - 1)
-            margin = 0.25 * (high - low) + 2 * step
-            fine = (float(low[0] - margin[0]), float(high[0] + margin[0]),
-                    float(low[1] - margin[1]), float(high[1] + margin[1]))
-        else:
-            fine = tuple(float(v) for v in extent)
-        points, cell = _grid(fine, resolution, dtype)
+        box = (-coarse_extent, coarse_extent, -coarse_extent, coarse_extent)
+        points, _ = lattice_points(box, coarse_resolution, dtype)
+        log_joint, log_q = log_densities(points)
+        keep = ((log_joint > log_joint.max() + math.log(threshold))
+                | (log_q > log_q.max() + math.log(threshold)))
+        low, high = points[keep].min(0).values, points[keep].max(0).values
+        step = 2 * coarse_extent / (coarse_resolution - 1)
+        margin = 0.25 * (high - low) + 2 * step
+        fine = (float(low[0] - margin[0]), float(high[0] + margin[0]),
+                float(low[1] - margin[1]), float(high[1] + margin[1]))
+        points, cell = lattice_points(fine, resolution, dtype)
         log_joint, log_q = log_densities(points)
         log_px = torch.logsumexp(log_joint.double(), 0) + math.log(cell)
         log_post = log_joint.double() - log_px

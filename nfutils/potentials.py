@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["Energy", "U1", "U2", "U3", "U4", "U8", "tapered", "rotated_U1", "gaussian_energy",
-           "log_partition", "density_grid", "POTENTIALS"]
+           "log_partition", "square_extent", "density_grid", "POTENTIALS"]
 
 #: An energy U: points z (..., 2) -> U(z) (...); the target density is exp(-U) / Z.
 Energy = Callable[[Tensor], Tensor]
@@ -58,11 +58,6 @@ def _w3(z1: Tensor) -> Tensor:
     return 3.0 * torch.sigmoid((z1 - 1.0) / 0.3)
 
 
-def _neg_log_sum_exp(a: Tensor, b: Tensor) -> Tensor:
-    """-log(exp(a) + exp(b)), computed stably."""
-    return -torch.logaddexp(a, b)
-
-
 def _ring(z: Tensor, radius: float, angle: Tensor | float = 0.0) -> Tensor:
     """U1's two-lobed ring of radius r, its lobes along the direction ``angle`` (Table 1):
 
@@ -77,7 +72,7 @@ def _ring(z: Tensor, radius: float, angle: Tensor | float = 0.0) -> Tensor:
         angle = torch.as_tensor(angle, dtype=z.dtype, device=z.device)
         along = z[..., 0] * torch.cos(angle) + z[..., 1] * torch.sin(angle)
     ring = 0.5 * ((norm - radius) / 0.4) ** 2
-    lobes = _neg_log_sum_exp(-0.5 * ((along - radius) / 0.6) ** 2,
+    lobes = -torch.logaddexp(-0.5 * ((along - radius) / 0.6) ** 2,
                              -0.5 * ((along + radius) / 0.6) ** 2)
     return ring + lobes
 
@@ -100,7 +95,7 @@ def U3(z: Tensor) -> Tensor:
     _check_2d(z)
     z1, z2 = z[..., 0], z[..., 1]
     w1 = _w1(z1)
-    return _neg_log_sum_exp(
+    return -torch.logaddexp(
         -0.5 * ((z2 - w1) / 0.35) ** 2, -0.5 * ((z2 - w1 + _w2(z1)) / 0.35) ** 2)
 
 
@@ -109,7 +104,7 @@ def U4(z: Tensor) -> Tensor:
     _check_2d(z)
     z1, z2 = z[..., 0], z[..., 1]
     w1 = _w1(z1)
-    return _neg_log_sum_exp(
+    return -torch.logaddexp(
         -0.5 * ((z2 - w1) / 0.4) ** 2, -0.5 * ((z2 - w1 + _w3(z1)) / 0.35) ** 2)
 
 
@@ -193,8 +188,11 @@ def tapered(energy: Energy, radius: float = 4.0, width: float = 0.1) -> Energy:
     return tapered_energy
 
 
-def _extent_box(extent) -> tuple[float, float, float, float]:
+def square_extent(extent) -> tuple[float, float, float, float]:
+    """(xmin, xmax, ymin, ymax) from a half-width ``e`` ([-e, e]^2) or a 4-tuple."""
     if isinstance(extent, (int, float)):
+        if extent <= 0:
+            raise ValueError(f"a half-width extent must be > 0, got {extent}")
         return (-float(extent), float(extent), -float(extent), float(extent))
     if len(extent) != 4:
         raise ValueError(f"extent must be a half-width or (xmin, xmax, ymin, ymax); got {extent}")
@@ -215,7 +213,7 @@ def density_grid(extent=4.0, resolution: int = 200, dtype=torch.float64, device=
     """
     if resolution < 2:
         raise ValueError(f"resolution must be >= 2, got {resolution}")
-    xmin, xmax, ymin, ymax = _extent_box(extent)
+    xmin, xmax, ymin, ymax = square_extent(extent)
     dx = (xmax - xmin) / resolution
     dy = (ymax - ymin) / resolution
     xs = torch.linspace(xmin + dx / 2, xmax - dx / 2, resolution, dtype=dtype, device=device)

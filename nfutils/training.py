@@ -129,14 +129,9 @@ class History:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "History":
-        """The inverse of ``as_dict``; fields missing from ``values`` start empty. Older amortizer
-        files store ``resumed_from`` as one step (0: never resumed); it becomes a list."""
+        """The inverse of ``as_dict``; fields missing from ``values`` start empty."""
         known = {item.name for item in fields(cls)}
-        values = {name: value for name, value in values.items() if name in known}
-        resumed = values.get("resumed_from", [])
-        if isinstance(resumed, int):
-            values["resumed_from"] = [resumed] if resumed else []
-        return cls(**values)
+        return cls(**{name: value for name, value in values.items() if name in known})
 
 
 @dataclass
@@ -228,14 +223,14 @@ def _progress_bar(progress: bool, num_steps: int, start_step: int, desc: str):
 
 def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer,
               step_loss: Callable[[int], Tensor], history: History, num_steps: int, lr: float,
-              start_step: int = 0, lr_factor: Callable[[int], float] | None = None,
-              max_grad_norm: float | None = None,
+              lr_factor: Callable[[int], float] | None = None, max_grad_norm: float | None = None,
               after_step: Callable[[int, Tensor, float | None], dict[str, str] | None] | None = None,
-              save: Callable[[int], None] | None = None, checkpoint_every: int | None = None,
-              time_budget: float | None = None, progress: bool = False, desc: str = "fit",
-              checkpoint: Checkpoint | None = None) -> History:
-    """Take optimizer steps ``start_step`` .. ``num_steps - 1`` on ``step_loss``: the loop that
-    every ``fit_*`` of the series runs (see the module docstring).
+              checkpoint_every: int | None = None, time_budget: float | None = None,
+              progress: bool = False, desc: str = "fit", checkpoint: Checkpoint | None = None
+              ) -> History:
+    """Take optimizer steps 0 .. ``num_steps - 1`` on ``step_loss`` (from the stored step when
+    ``checkpoint`` resumes a run): the loop that every ``fit_*`` of the series runs (see the
+    module docstring).
 
     Args:
         model: the module whose parameters ``optimizer`` updates (checked for NaN before a save).
@@ -244,17 +239,16 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer,
         num_steps: total steps of the run, counting those done before a resume.
         lr: the base learning rate; step t uses lr * lr_factor(t) (lr without ``lr_factor``,
             a function of t alone, e.g. ``warmup_cosine``: a resumed run follows the schedule).
-        start_step: the first step to take (without ``checkpoint``: a resumed run's step).
         max_grad_norm: clip the gradients' global norm to this value (None: no clipping).
         after_step: ``after_step(t, loss, grad_norm)`` after the update of step t (``loss``
             detached; ``grad_norm`` before clipping, or None); may return a dict to show
             beside the progress bar.
-        save: ``save(steps_done)`` writes a checkpoint (default: ``checkpoint.save``); called
-            every ``checkpoint_every`` steps, at a time-budget stop and at the end, never on a
-            state with non-finite parameters.
+        checkpoint_every: steps between saves of ``checkpoint``.
         time_budget: stop cleanly (with a save) after this many seconds of this call.
         progress: show a tqdm bar labelled ``desc``.
-        checkpoint: resume from ``checkpoint.path`` when it exists, and save there.
+        checkpoint: resume from ``checkpoint.path`` when it exists, and save there every
+            ``checkpoint_every`` steps, at a time-budget stop and at the end, never a state
+            with non-finite parameters.
 
     Returns:
         ``history``; ``history.finished`` is False after a time-budget stop.
@@ -263,16 +257,12 @@ def run_steps(model: nn.Module, optimizer: torch.optim.Optimizer,
         NonFiniteLossError: a loss, or a parameter after an update, became NaN or infinite (no
             step is taken on such a loss and no such state is saved).
     """
-    if checkpoint is not None:
-        resumed = checkpoint.resume(model, optimizer, history, lr)
-        start_step = start_step if resumed is None else resumed
-        if save is None:
-            save = lambda done: checkpoint.save(model, optimizer, history, done)  # noqa: E731
+    start_step = 0 if checkpoint is None else checkpoint.resume(model, optimizer, history, lr) or 0
 
     def checkpoint_at(done: int) -> None:
-        if save is not None:
+        if checkpoint is not None:
             check_finite_parameters(model, done - 1)
-            save(done)
+            checkpoint.save(model, optimizer, history, done)
 
     bar = _progress_bar(progress, num_steps, start_step, desc)
     started, seconds_before = time.perf_counter(), history.seconds

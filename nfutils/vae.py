@@ -49,7 +49,6 @@ from .posterior_grid import GridPosterior, grid_posterior  # noqa: F401  (as the
 __all__ = ["Maxout", "VAE", "build_vae", "CONFIG_KEYS", "ACTIVATIONS", "identity_planar_params",
            "DEFAULT_ACTIVATION"]
 
-LOG_2PI = math.log(2.0 * math.pi)
 
 #: Activations of the deterministic layers ("maxout" is the paper's, window 4).
 ACTIVATIONS = ("maxout", "relu", "elu", "softplus", "tanh")

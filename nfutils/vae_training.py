@@ -30,13 +30,12 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .checkpoints import (CheckpointError, check_writable, load_checkpoint, save_checkpoint,
-                          unconverted_checkpoint)
+from .checkpoints import CheckpointError, check_writable, load_checkpoint, save_checkpoint
 from .bounds import bound
 from .data import batches, binarize, check_images
 from .flows import annealed_beta
 from .training import Checkpoint, History, check_positive, make_optimizer, run_steps
-from .vae import CONFIG_KEYS, VAE, build_vae
+from .vae import VAE, build_vae
 
 __all__ = ["CHECKPOINT_FORMAT", "evaluate_elbo", "save_vae", "load_vae", "fit_vae"]
 
@@ -54,14 +53,6 @@ def evaluate_elbo(model: VAE, images: Tensor, num_samples: int = 1, batch: int =
         x = images[start : start + batch].to(device)
         total += float(bound(model, x, num_samples, generator=generator).elbo.sum())
     return total / images.shape[0]
-
-
-def _checked_config(state: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
-    """The checkpoint's VAE config; a clear error when it lacks keys of ``VAE.config``."""
-    missing = sorted(set(CONFIG_KEYS) - set(state["config"]))
-    if missing:
-        raise unconverted_checkpoint(path, f"its config lacks {missing}")
-    return state["config"]
 
 
 def save_vae(model: VAE, path: str | os.PathLike, dtype: torch.dtype = torch.float32,
@@ -84,11 +75,12 @@ def load_vae(path: str | os.PathLike, device: str | torch.device | None = None
 
     Raises:
         FileNotFoundError, CheckpointError: see ``checkpoints.load_checkpoint``; also a
-            CheckpointError when the weights do not match the config, or when the config lacks
-            keys (convert the file once with tools/convert_checkpoints.py).
+            CheckpointError when the weights do not match the config.
+        ValueError: the config lacks keys of ``vae.CONFIG_KEYS`` or has others
+            (``vae.build_vae``).
     """
     state = load_checkpoint(path, required=("model", "config"))
-    model = build_vae(_checked_config(state, path))
+    model = build_vae(state["config"])
     weights = {name: tensor.float() for name, tensor in state["model"].items()}
     try:
         model.load_state_dict(weights)
@@ -141,7 +133,7 @@ def _check_resumable(state: dict[str, Any], path: str | os.PathLike, config: dic
                      settings: dict[str, Any]) -> None:
     """Refuse a checkpoint of another architecture, one holding weights only, or one trained
     with another seed, optimizer or batch size (it would be another run)."""
-    if _checked_config(state, path) != config:
+    if state["config"] != config:
         raise ValueError(f"checkpoint {path} was made for a VAE with config {state['config']}, "
                          f"not {config}; delete it or build the model with build_vae(config)")
     if "optimizer" not in state or "step" not in state:

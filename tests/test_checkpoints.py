@@ -69,8 +69,9 @@ def _run_converter(*paths):
     return result.stdout
 
 
-def test_unconverted_files_are_refused_with_the_script_to_run_and_converted_once(tmp_path):
-    """Files in the older key layout: the loaders name the converter; it fixes them, once."""
+def test_files_of_the_older_key_layout_are_refused_clearly_and_converted_once(tmp_path):
+    """Files in the older key layout: the loaders name the key they cannot use; the converter
+    (tools/convert_checkpoints.py) fixes them, once."""
     amortizer = load_checkpoint(FOLDER / "part2_amortizer_full.pt")
     old = {key: value for key, value in amortizer.items() if key != "checksum"}
     model_config = dict(old["run_config"]["model"])
@@ -84,9 +85,10 @@ def test_unconverted_files_are_refused_with_the_script_to_run_and_converted_once
     config = {k: v for k, v in vae_state["config"].items() if k != "standardized_flow"}
     save_checkpoint({**{k: v for k, v in vae_state.items() if k != "checksum"}, "config": config},
                     old_vae)
-    for path, loader in ((old_part2, load_amortized), (old_vae, load_vae)):
-        with pytest.raises(CheckpointError, match=r"older key names .*tools/convert_checkpoints\.py"):
-            loader(path)
+    with pytest.raises(CheckpointError, match="does not match its run_config.*num_layers"):
+        load_amortized(old_part2)
+    with pytest.raises(ValueError, match=r"missing \['standardized_flow'\]"):
+        load_vae(old_vae)
 
     first = _run_converter(old_part2, old_vae)
     assert "num_layers -> flow_length" in first and "added standardized_flow" in first

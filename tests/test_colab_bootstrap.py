@@ -79,7 +79,7 @@ def _clean_environment(venv: Path, home: Path) -> dict[str, str]:
     project's own environment: no VIRTUAL_ENV, PYTHONPATH or Jupyter folders; the new venv
     first on PATH; a fresh HOME."""
     dropped = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "CONDA_PREFIX",
-               "NFUTILS_MNIST_ROOT", "NFUTILS_ALLOW_DOWNLOAD", "MPLBACKEND")
+               "MPLBACKEND")
     env = {key: value for key, value in os.environ.items()
            if key not in dropped and not key.startswith(("JUPYTER", "IPYTHON", "NFUTILS_"))}
     env["PATH"] = os.pathsep.join([str(venv / "bin"), "/usr/local/bin", "/usr/bin", "/bin"])

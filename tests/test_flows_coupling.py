@@ -33,17 +33,19 @@ def test_log_det_matches_autograd_jacobian(dim, flow_length):
 
 
 @pytest.mark.parametrize("dim", [2, 5])
-def test_coupling_layer_preserves_volume_and_shifts_one_half(dim):
+def test_coupling_layers_preserve_volume_and_shift_one_half(dim):
     flow = random_nice(dim, 2)
     z = torch.randn(4, dim, dtype=torch.float64)
-    for k, shift in enumerate(flow.shifts):
-        first = k % 2 == 0
-        out = coupling.additive_coupling(z, shift, shift_first=first)
-        kept = slice(dim // 2, dim) if first else slice(0, dim // 2)
-        assert torch.equal(out[:, kept], z[:, kept])
-        for i in range(4):
-            jac = jacobian(lambda x: coupling.additive_coupling(x, shift, first), z[i])
-            assert abs(float(torch.linalg.det(jac)) - 1.0) < 1e-12
+    layers = flow.layers(z)
+    for k in range(flow.flow_length):  # layer k keeps the second half when k is even
+        kept = slice(dim // 2, dim) if k % 2 == 0 else slice(0, dim // 2)
+        assert torch.equal(layers[k + 1][:, kept], layers[k][:, kept])
+        assert not torch.equal(layers[k + 1], layers[k])
+    with torch.no_grad():
+        flow.log_scale.zero_()  # the coupling layers alone
+    for i in range(4):
+        jac = jacobian(lambda x: flow(x)[0], z[i])
+        assert abs(float(torch.linalg.det(jac)) - 1.0) < 1e-12
 
 
 @pytest.mark.parametrize("dim", [2, 5])

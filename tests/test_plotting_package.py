@@ -19,9 +19,9 @@ OLD_PUBLIC_NAMES = [
     "layer_indices", "plot_density", "plot_potential", "plot_layer_samples",
     "layer_samples_figure", "layer_extent", "plot_kl_curve", "plot_planar_layer", "figure3_grid",
     "plot_kl_against_length", "conditional_densities", "plot_conditional_pair",
-    "conditional_pair_figure", "plot_density_with_target", "conditional_grid",
+    "conditional_pair_figure", "conditional_grid",
     "plot_amortization_gap", "conditional_animation", "DIGIT_COLORS", "plot_latent_codes",
-    "decoded_manifold", "plot_manifold", "plot_posterior_pair", "posterior_comparison_figure",
+    "decoded_manifold", "plot_manifold", "posterior_comparison_figure",
     "plot_learning_curves", "latent_decoder_figure", "tile_images", "plot_image_grid",
     "reconstructions_figure", "plot_bound_against_flow_length", "gap_split_figure",
 ]
@@ -79,20 +79,21 @@ def test_density_on_grid_normalize_integrates_to_one_and_keeps_the_shape():
     np.testing.assert_allclose(density, closed_form.numpy(), rtol=1e-6)
 
 
-def test_posterior_pair_pixels_sit_on_the_grid_points_of_its_contours():
-    from matplotlib.figure import Figure
+def test_posterior_pixels_sit_on_the_grid_points_of_the_contours():
+    from types import SimpleNamespace
 
     resolution, extent = 11, (-1.0, 1.0, 0.0, 4.0)
     z1, z2 = np.linspace(-1.0, 1.0, resolution), np.linspace(0.0, 4.0, resolution)
     log_density = -0.5 * ((z1[None, :] - 0.2) ** 2 + (z2[:, None] - 2.0) ** 2) / 0.3
-    ax_p, ax_q = Figure().subplots(1, 2)
-    plotting.plot_posterior_pair(ax_p, ax_q, log_density, log_density, extent, kl=0.0)
-    xmin, xmax, ymin, ymax = ax_p.images[0].get_extent()
+    grid = SimpleNamespace(extent=extent, log_posterior=log_density, log_q=log_density, kl=0.0)
+    fig = plotting.posterior_comparison_figure([np.zeros(784)], {"K = 0": [grid]})
+    ax = fig.posterior_axes[0, 0]
+    xmin, xmax, ymin, ymax = ax.images[0].get_extent()
     pixel_z1 = xmin + (np.arange(resolution) + 0.5) * (xmax - xmin) / resolution
     pixel_z2 = ymin + (np.arange(resolution) + 0.5) * (ymax - ymin) / resolution
     np.testing.assert_allclose(pixel_z1, z1, atol=1e-12)
     np.testing.assert_allclose(pixel_z2, z2, atol=1e-12)
-    assert len(ax_q.collections) > 0  # p's contour lines over q
+    assert len(ax.collections) > 0  # q's contour lines over p
 
 
 def test_pyproject_ships_the_plotting_subpackage():

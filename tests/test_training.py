@@ -66,9 +66,6 @@ def test_history_round_trips_and_reads_old_dicts():
     loaded = History.from_dict(old_vae)
     assert loaded.test_elbo == [-155.0] and loaded.finished and loaded.free_energy == []
     assert loaded.setting_changes == [] and loaded.epoch_max_grad_norm == []
-    # Part 2's histories stored resumed_from as one step, 0 meaning "never resumed"
-    assert History.from_dict({"steps": [0], "resumed_from": 0}).resumed_from == []
-    assert History.from_dict({"steps": [0], "resumed_from": 70}).resumed_from == [70]
 
 
 def _quadratic_problem():
@@ -102,11 +99,17 @@ def test_run_steps_follows_the_schedule_clips_and_records():
     assert torch.allclose(model.bias.detach(), p, atol=1e-6)
 
 
-def test_run_steps_saves_on_schedule_and_never_a_nan_state():
+def _recording_checkpoint(path, saved):
+    """A ``Checkpoint`` at ``path`` that also appends the step of every save to ``saved``."""
+    return training.Checkpoint(path, extra=lambda done: saved.append(done) or {})
+
+
+def test_run_steps_saves_on_schedule_and_never_a_nan_state(tmp_path):
     model, target, loss = _quadratic_problem()
     saved = []
     training.run_steps(model, torch.optim.SGD(model.parameters(), lr=0.1), loss, History(),
-                       num_steps=7, lr=0.1, save=saved.append, checkpoint_every=3)
+                       num_steps=7, lr=0.1, checkpoint_every=3,
+                       checkpoint=_recording_checkpoint(tmp_path / "a.pt", saved))
     assert saved == [3, 6, 7]
     # an update that makes a parameter NaN on a checkpoint step is not saved
     model, target, loss = _quadratic_problem()
@@ -120,20 +123,22 @@ def test_run_steps_saves_on_schedule_and_never_a_nan_state():
     saved = []
     with pytest.raises(NonFiniteLossError, match="parameter bias .*update of step 1"):
         training.run_steps(model, torch.optim.SGD(model.parameters(), lr=0.1), loss, History(),
-                           num_steps=7, lr=0.1, save=saved.append, checkpoint_every=1)
+                           num_steps=7, lr=0.1, checkpoint_every=1,
+                           checkpoint=_recording_checkpoint(tmp_path / "b.pt", saved))
     assert saved == [1]  # the state after step 1's update was never saved
 
 
-def test_run_steps_stops_at_the_time_budget_and_resumes():
+def test_run_steps_stops_at_the_time_budget_and_resumes(tmp_path):
     model, target, loss = _quadratic_problem()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     saved = []
+    checkpoint = _recording_checkpoint(tmp_path / "run.pt", saved)
     history = training.run_steps(model, optimizer, loss, History(), num_steps=5, lr=0.1,
-                                 save=saved.append, time_budget=0.0)
+                                 time_budget=0.0, checkpoint=checkpoint)
     assert not history.finished and saved == [1]
-    history = training.run_steps(model, optimizer, loss, history, num_steps=5, lr=0.1,
-                                 start_step=1, save=saved.append)
-    assert history.finished and saved == [1, 5]
+    history = training.run_steps(model, optimizer, loss, History(), num_steps=5, lr=0.1,
+                                 checkpoint=checkpoint)
+    assert history.finished and saved == [1, 5] and history.resumed_from == [1]
     assert torch.allclose(model.bias.detach(), target * (1 - 0.8**5), atol=1e-6)
 
 def test_warmup_cosine_schedule_against_its_formula():

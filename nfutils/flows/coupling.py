@@ -22,14 +22,7 @@ from torch import Tensor, nn
 
 from .base import NormalizingFlow, _check_count, _check_point
 
-__all__ = [
-    "ShiftMLP",
-    "shift_network",
-    "additive_coupling",
-    "additive_coupling_inverse",
-    "NICEFlow",
-    "make_nice_flow",
-]
+__all__ = ["ShiftMLP", "NICEFlow", "make_nice_flow"]
 
 
 class ShiftMLP(nn.Module):
@@ -71,42 +64,6 @@ class ShiftMLP(nn.Module):
         return h.reshape(*lead, h.shape[-1])
 
 
-def shift_network(in_features: int, out_features: int, hidden: int = 16,
-                  num_hidden_layers: int = 2) -> ShiftMLP:
-    """The MLP m of one coupling layer (a ``ShiftMLP``); a fresh one outputs 0."""
-    return ShiftMLP(in_features, out_features, hidden, num_hidden_layers)
-
-
-def _halves(dim: int, shift_first: bool) -> tuple[slice, slice]:
-    first, second = slice(0, dim // 2), slice(dim // 2, dim)
-    return (first, second) if shift_first else (second, first)
-
-
-def additive_coupling(z: Tensor, shift: nn.Module, shift_first: bool) -> Tensor:
-    """One additive coupling layer (Dinh et al. 2014, Eq. 5): z_a' = z_a + m(z_b), z_b' = z_b.
-
-    Args:
-        z: points, shape (..., D), D >= 2.
-        shift: the MLP m, (..., |z_b|) -> (..., |z_a|).
-        shift_first: shift the first half (z_a = z[..., :D//2]) or the second.
-
-    Returns:
-        z', shape (..., D). Its log|det| is 0 (volume preserving).
-    """
-    shifted, kept = _halves(z.shape[-1], shift_first)
-    out = z.clone()
-    out[..., shifted] = z[..., shifted] + shift(z[..., kept])
-    return out
-
-
-def additive_coupling_inverse(z_new: Tensor, shift: nn.Module, shift_first: bool) -> Tensor:
-    """Exact inverse of ``additive_coupling``: z_a = z_a' - m(z_b'), z_b = z_b'."""
-    shifted, kept = _halves(z_new.shape[-1], shift_first)
-    out = z_new.clone()
-    out[..., shifted] = z_new[..., shifted] - shift(z_new[..., kept])
-    return out
-
-
 class NICEFlow(nn.Module):
     """K additive coupling layers, alternating halves, then a diagonal scaling exp(s).
 
@@ -128,16 +85,15 @@ class NICEFlow(nn.Module):
         first, second = dim // 2, dim - dim // 2
         # layer k shifts the first half when k is even, the second when k is odd
         self.shifts = nn.ModuleList(
-            shift_network(second if k % 2 == 0 else first, first if k % 2 == 0 else second,
-                          hidden, num_hidden_layers)
+            ShiftMLP(second if k % 2 == 0 else first, first if k % 2 == 0 else second,
+                     hidden, num_hidden_layers)
             for k in range(flow_length))
         self.log_scale = nn.Parameter(torch.zeros(dim))
 
-    def _check(self, z: Tensor, name: str) -> None:
-        _check_point(z, name, self.dim)
-
     def _couplings(self, z: Tensor, keep_layers: bool) -> list[Tensor]:
-        # the two halves travel as separate tensors: no copy of z per layer
+        """Layer k shifts one half by m_k of the other (Dinh et al., Eq. 5): the first half,
+        z_a' = z_a + m_k(z_b), when k is even, the second when k is odd. The two halves travel
+        as separate tensors: no copy of z per layer."""
         first, second = z[..., : self.dim // 2], z[..., self.dim // 2:]
         out = [z]
         for k, shift in enumerate(self.shifts):
@@ -153,25 +109,29 @@ class NICEFlow(nn.Module):
 
     def layers(self, z: Tensor) -> list[Tensor]:
         """[z_0, z_1, ..., z_K, z_K scaled]: after each coupling layer, then the scaling."""
-        self._check(z, "z")
+        _check_point(z, "z", self.dim)
         out = self._couplings(z, keep_layers=True)
         out.append(out[-1] * torch.exp(self.log_scale))
         return out
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """z_0 (..., D) -> (z_K (..., D), log|det| = sum_i s_i, shape (...))."""
-        self._check(z, "z")
+        _check_point(z, "z", self.dim)
         z_k = self._couplings(z, keep_layers=False)[-1] * torch.exp(self.log_scale)
         return z_k, self.log_scale.sum().expand(z.shape[:-1])
 
     def inverse(self, z_k: Tensor) -> tuple[Tensor, Tensor]:
         """z_K (..., D) -> (z_0, sum of log|det| along the way), exact: undo the scaling, then
         subtract the shifts from the last layer to the first."""
-        self._check(z_k, "z_k")
+        _check_point(z_k, "z_k", self.dim)
         z = z_k * torch.exp(-self.log_scale)
-        for k in reversed(range(self.flow_length)):
-            z = additive_coupling_inverse(z, self.shifts[k], shift_first=k % 2 == 0)
-        return z, self.log_scale.sum().expand(z_k.shape[:-1])
+        first, second = z[..., : self.dim // 2], z[..., self.dim // 2:]
+        for k in reversed(range(self.flow_length)):  # z_a = z_a' - m_k(z_b')
+            if k % 2 == 0:
+                first = first - self.shifts[k](second)
+            else:
+                second = second - self.shifts[k](first)
+        return torch.cat([first, second], -1), self.log_scale.sum().expand(z_k.shape[:-1])
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, flow_length={self.flow_length}, hidden={self.hidden}"

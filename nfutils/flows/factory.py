@@ -34,7 +34,7 @@ def make_flow(kind: str, dim: int, flow_length: int) -> NormalizingFlow:
     """
     if kind not in STACKS:
         raise ValueError(f"kind must be one of {sorted(STACKS)}, got {kind!r}")
-    dim = _check_count(dim, "dim", 1, "the dimension D")
     flow_length = _check_count(flow_length, "flow_length", 0,
                                "the flow length K; 0 gives the plain Gaussian")
+    # the stack and NormalizingFlow check dim
     return NormalizingFlow(dim, STACKS[kind](dim, flow_length) if flow_length > 0 else None)

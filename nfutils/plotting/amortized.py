@@ -22,7 +22,7 @@ from torch import Tensor
 from .common import as_numpy, cell_centres, density_on_grid, histogram2d, plot_contours, plot_density
 
 __all__ = ["conditional_densities", "plot_conditional_pair", "conditional_pair_figure",
-           "plot_density_with_target", "conditional_grid", "plot_amortization_gap",
+           "conditional_grid", "plot_amortization_gap",
            "conditional_animation"]
 
 
@@ -90,33 +90,17 @@ def conditional_pair_figure(target_density, q_density, extent=4.0, suptitle: str
     return fig
 
 
-def plot_density_with_target(ax: Axes, q_density, target_density, extent=4.0,
-                             title: str | None = None, levels: int = 4):
-    """q's density as an image with the target's contour lines on top (white): where the two
-    disagree, colour lies outside the lines or lines enclose no colour. Returns the image."""
-    q_density = as_numpy(q_density)
-    target_density = as_numpy(target_density)
-    if q_density.ndim != 2 or target_density.ndim != 2:
-        raise ValueError(f"densities must have shape (R, R); received {q_density.shape} and "
-                         f"{target_density.shape}")
-    vmax = float(target_density.max())
-    if target_density.shape[0] != target_density.shape[1]:
-        raise ValueError(f"target_density must be square (R, R); received {target_density.shape}")
-    image = plot_density(ax, q_density, extent, title, vmax=vmax)
-    z1, z2 = cell_centres(extent, target_density.shape[0])
-    plot_contours(ax, target_density, z1, z2, levels=np.linspace(0.0, vmax, levels + 2)[1:-1])
-    return image
-
-
 def conditional_grid(labels: Sequence[str], q_densities: Sequence, target_densities: Sequence,
                      extent=4.0, ncols: int = 5, panel_size: float = 1.9,
-                     suptitle: str | None = None) -> Figure:
-    """One panel per condition: q's density with the target's contours
-    (``plot_density_with_target``), e.g. 10 angles on a 2 x 5 grid.
+                     suptitle: str | None = None, levels: int = 4) -> Figure:
+    """One panel per condition: q's density as an image with the target's contour lines on top
+    (white), e.g. 10 angles on a 2 x 5 grid. Where the two disagree, colour lies outside the
+    lines or lines enclose no colour.
 
     Args:
         labels: one title per panel (e.g. "θ = 36°, KL 0.04").
         q_densities, target_densities: the images, (R, R) each, as many as labels.
+        levels: contour lines per panel, evenly spaced between 0 and the target's maximum.
     """
     _check_one_panel_per_label(labels, q_densities, target_densities)
     ncols = max(1, min(ncols, len(labels)))
@@ -126,7 +110,13 @@ def conditional_grid(labels: Sequence[str], q_densities: Sequence, target_densit
                  layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, label, q_density, target_density in zip(axes.flat, labels, q_densities, target_densities):
-        plot_density_with_target(ax, q_density, target_density, extent, title=label)
+        target_density = as_numpy(target_density)
+        if target_density.ndim != 2 or target_density.shape[0] != target_density.shape[1]:
+            raise ValueError(f"target_density must be square (R, R); received {target_density.shape}")
+        vmax = float(target_density.max())
+        plot_density(ax, q_density, extent, label, vmax=vmax)
+        z1, z2 = cell_centres(extent, target_density.shape[0])
+        plot_contours(ax, target_density, z1, z2, levels=np.linspace(0.0, vmax, levels + 2)[1:-1])
     for ax in list(axes.flat)[len(labels):]:
         ax.set_axis_off()
     if suptitle:

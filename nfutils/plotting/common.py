@@ -19,6 +19,7 @@ from matplotlib.axes import Axes
 from torch import Tensor
 
 from .. import potentials
+from ..potentials import square_extent  # the square box of the grids, shared with the figures
 
 __all__ = ["Extent", "as_numpy", "square_extent", "cell_centres", "density_on_grid", "histogram2d",
            "bare_axes", "set_square_limits", "plot_density", "plot_contours", "plot_kl_curve",
@@ -35,17 +36,6 @@ def as_numpy(x) -> np.ndarray:
     if isinstance(x, Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
-
-
-def square_extent(extent) -> Extent:
-    """(xmin, xmax, ymin, ymax) from a half-width ``e`` ([-e, e]^2) or a 4-tuple."""
-    if isinstance(extent, (int, float)):
-        if extent <= 0:
-            raise ValueError(f"a half-width extent must be > 0, got {extent}")
-        return (-float(extent), float(extent), -float(extent), float(extent))
-    if len(extent) != 4:
-        raise ValueError(f"extent must be a half-width or (xmin, xmax, ymin, ymax); got {extent}")
-    return tuple(float(e) for e in extent)  # type: ignore[return-value]
 
 
 def cell_centres(extent, resolution: int) -> tuple[np.ndarray, np.ndarray]:

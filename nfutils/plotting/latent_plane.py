@@ -21,10 +21,10 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .common import as_numpy, bare_axes, plot_contours, plot_density, set_square_limits, square_extent
+from .common import as_numpy, bare_axes, plot_contours, set_square_limits, square_extent
 
 __all__ = ["DIGIT_COLORS", "plot_latent_codes", "decoded_manifold", "plot_manifold",
-           "plot_posterior_pair", "posterior_comparison_figure", "plot_learning_curves",
+           "posterior_comparison_figure", "plot_learning_curves",
            "latent_decoder_figure", "gap_split_figure"]
 
 DIGIT_COLORS = "tab10"
@@ -121,24 +121,6 @@ def plot_manifold(ax: Axes, image, extent=3.0, title: str | None = None, image_s
     if title is not None:
         ax.set_title(title, fontsize=9)
     return artist
-
-
-def plot_posterior_pair(ax_p: Axes, ax_q: Axes, log_posterior, log_q, extent, kl: float,
-                        title_p: str = "true p(z|x)", title_q: str = "q(z|x)") -> None:
-    """The true posterior (left) and q (right) on the same grid and colour scale; q's panel
-    carries p's contours (white) and KL(q || p) in nats.
-
-    Args:
-        log_posterior, log_q: (R, R) arrays indexed [z2, z1]. extent: the grid's 4-tuple.
-        kl: KL(q || p(.|x)) on the grid.
-    """
-    density_p, density_q = np.exp(as_numpy(log_posterior)), np.exp(as_numpy(log_q))
-    vmax = float(max(density_p.max(), density_q.max()))
-    box = _pixel_box(extent, density_p.shape[0])
-    plot_density(ax_p, density_p, box, title_p, cmap="magma", vmax=vmax)
-    plot_density(ax_q, density_q, box, f"{title_q}\nKL = {kl:.2f} nats", cmap="magma", vmax=vmax)
-    z1, z2 = _lattice(extent, density_p.shape[0])
-    plot_contours(ax_q, density_p, z1, z2, levels=density_p.max() * np.array([0.05, 0.3, 0.7]))
 
 
 def _posterior_window(grid, fraction: float = 0.01, margin: float = 1.4) -> tuple[float, float, float]:
@@ -312,10 +294,8 @@ def gap_split_figure(gaps: Mapping, panel_size: float = 3.4) -> Figure:
             ax_bars.errorbar(i, bottom + mean, yerr=se, color="black", capsize=3, linewidth=1)
             ax_bars.text(i + 0.33, bottom + mean / 2, f"{mean:.2f}", va="center", fontsize=8)
             bottom += mean
-        for j, (part, colour) in enumerate(colours.items()):
-            values = np.sort(as_numpy(getattr(gaps[name], part)).astype(float))
-            fraction = np.arange(1, len(values) + 1) / len(values)
-            ax_cdf.step(values, fraction, where="post", color=colour,
+            fraction = np.arange(1, len(values) + 1) / len(values)  # of images with a smaller gap
+            ax_cdf.step(np.sort(values), fraction, where="post", color=colour,
                         linestyle=["-", "--", ":", "-."][i % 4], label=f"{name}: {part}")
     ax_bars.set_xticks(range(len(names)), names)
     ax_bars.set(xlim=(-0.6, len(names) - 0.2), ylabel="mean over images [nats]")
