@@ -31,7 +31,8 @@ The public API the notebooks use:
   ``log_partition``; ``kl.conditional_kl``;
 * ``training.fit_flow``, ``warmup_cosine``;
 * ``amortized.AmortizedPlanarFlow``, ``fit_amortized``, ``ring_energy``;
-* ``vae.VAE``, ``bound``, ``log_likelihood``, ``grid_posterior``; ``vae_training.load_vae``;
+* ``vae.VAE``, ``bound``, ``log_likelihood``, ``grid_posterior``;
+  ``bounds.evaluate_per_image``; ``vae_training.load_vae``;
   ``local_posteriors``; ``inference_gaps.gap_summary``; ``checkpoints.file_sha256``;
   ``data.binarized_test_set``;
 * ``plotting.<name>`` for every figure (see ``nfutils.plotting``) and ``widgets.<name>``:
