@@ -9,11 +9,17 @@ same seed, and reports the -ELBO of the first 2,000 images of the fixed binarize
 
 Prints one line per activation: steps, test -ELBO (nats) and ms per step. Single thread by
 default (the project's shared 2-core machine); timings depend on the load of the machine.
+
+Each run goes through the series' one loop, ``training.run_steps``. Resumable: with
+``--checkpoint-dir DIR`` each activation's training state is kept in DIR and, once it has
+finished, its line; the same command again goes on where an interrupted run stopped and skips
+the activations already done (with ``--seconds``, a resumed run trains for the seconds left).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -24,12 +30,47 @@ import torch
 # git worktree pinned to a commit while the main checkout is being edited)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nfutils import data, vae
-from nfutils.flows import annealed_beta
+from nfutils import data, training, vae  # noqa: E402
+from nfutils.flows import annealed_beta  # noqa: E402
+
+import resumable  # noqa: E402  (scripts/resumable.py, beside this file)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+class EpochBatches:
+    """Minibatches of ``images`` one after another, reshuffled each epoch by ``generator`` (the
+    run's one generator, which also binarizes), and the state a resume needs to go on in the
+    middle of an epoch: the generator's state when the epoch's shuffle was drawn, and how many
+    of its batches were taken."""
+
+    def __init__(self, images: torch.Tensor, batch_size: int, generator: torch.Generator):
+        self.images, self.batch_size, self.generator = images, batch_size, generator
+        self.epoch_state, self.index, self.iterator = None, 0, iter(())
+
+    def next(self) -> torch.Tensor:
+        batch = next(self.iterator, None)
+        if batch is None:  # a new epoch: its shuffle is the generator's next draw
+            self.epoch_state, self.index = self.generator.get_state(), 0
+            self.iterator = data.batches(self.images, self.batch_size, generator=self.generator)
+            batch = next(self.iterator)
+        self.index += 1
+        return batch
+
+    def state(self) -> dict:
+        return {"epoch_generator": self.epoch_state, "epoch_index": self.index}
+
+    def restore(self, state: dict) -> None:
+        """Go on after batch ``epoch_index`` of the epoch whose shuffle was drawn from
+        ``epoch_generator`` (the shuffle is drawn again from a copy; the run's generator is
+        restored by the checkpoint)."""
+        self.epoch_state, self.index = state["epoch_generator"], state["epoch_index"]
+        replay = torch.Generator().set_state(self.epoch_state)
+        self.iterator = itertools.islice(
+            data.batches(self.images, self.batch_size, generator=replay), self.index, None)
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog=resumable.OPTIONS_HELP)
     parser.add_argument("--seconds", type=float, default=None, help="wall-time budget per run")
     parser.add_argument("--steps", type=int, default=None, help="step budget per run")
     parser.add_argument("--no-anneal", action="store_true", help="beta = 1 from the start")
@@ -38,10 +79,65 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("activations", nargs="*", default=list(vae.ACTIVATIONS))
-    args = parser.parse_args()
+    resumable.add_options(parser)
+    args = parser.parse_args(argv)
+    resumable.check_options(parser, args)
     if (args.seconds is None) == (args.steps is None):
         parser.error("give exactly one of --seconds and --steps")
+    return args
+
+
+def train_activation(activation: str, train: torch.Tensor, test_nelbo, args: argparse.Namespace,
+                     state_path: Path | None, time_left: float | None
+                     ) -> tuple[vae.VAE, training.History, list[float], int, bool]:
+    """Train one activation from seed 0 (resuming from ``state_path`` when it exists).
+
+    Returns:
+        the model, its history, the test -ELBO curve, the steps done, and whether the run
+        has finished (False after a stop on the invocation's time budget).
+    """
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    model = vae.VAE(latent_dim=args.latent, flow_length=args.flow_length, activation=activation)
+    optimizer = training.make_optimizer(model.parameters(), lr=1e-3)
+    batches, curve, history, progress = EpochBatches(train, 100, generator), [], training.History(), [0]
+    checkpoint, start_step = None, 0
+    if state_path is not None:
+        checkpoint = training.Checkpoint(
+            state_path, generator, extra=lambda done: {"curve": curve, **batches.state()},
+            on_resume=lambda state: (curve.extend(state["curve"]), batches.restore(state)))
+        start_step = checkpoint.resume(model, optimizer, history, 1e-3) or 0
+    progress[0] = start_step
+
+    def step_loss(step: int) -> torch.Tensor:
+        x = data.binarize(batches.next(), generator=generator)
+        beta = 1.0 if args.no_anneal else annealed_beta(step)
+        return vae.bound(model, x, 1, beta, generator).loss
+
+    def record(step: int, loss: torch.Tensor, grad_norm: float | None) -> None:
+        progress[0] = step + 1
+        if args.steps is not None and (step + 1) % args.eval_every == 0:
+            curve.append(test_nelbo(model))
+
+    if args.steps is not None:
+        num_steps, budget = args.steps, time_left
+    else:  # an equal wall time: the seconds left of this run's, or of the invocation's
+        num_steps, budget = sys.maxsize, args.seconds - history.seconds
+        budget = budget if time_left is None else min(budget, time_left)
+    if budget is None or budget > 0:
+        training.run_steps(
+            model, optimizer, step_loss, history, num_steps, 1e-3, start_step=start_step,
+            after_step=record, checkpoint_every=args.checkpoint_every, time_budget=budget,
+            save=None if checkpoint is None else (
+                lambda done: checkpoint.save(model, optimizer, history, done)))
+    finished = history.finished if args.steps is not None else history.seconds >= args.seconds
+    return model, history, curve, progress[0], finished
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_arguments(argv)
     torch.set_num_threads(args.threads)
+    runs = resumable.RunFolder(args.checkpoint_dir, args.time_budget)
     train, _ = data.load_mnist("train")
     test = data.binarized_test_set()[0][:2000]
 
@@ -51,34 +147,29 @@ def main() -> None:
         return round(-float(terms.elbo.mean()), 2)
 
     for activation in args.activations:
-        torch.manual_seed(0)
-        generator = torch.Generator().manual_seed(0)
-        model = vae.VAE(latent_dim=args.latent, flow_length=args.flow_length,
-                        activation=activation)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-        start, step, curve = time.perf_counter(), 0, []
-
-        def done() -> bool:
-            if args.steps is not None:
-                return step >= args.steps
-            return time.perf_counter() - start >= args.seconds
-
-        while not done():
-            for images in data.batches(train, 100, generator=generator):
-                x = data.binarize(images, generator=generator)
-                beta = 1.0 if args.no_anneal else annealed_beta(step)
-                loss = vae.bound(model, x, 1, beta, generator).loss
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                step += 1
-                if args.steps is not None and step % args.eval_every == 0:
-                    curve.append(test_nelbo(model))
-                if done():
-                    break
-        ms = (time.perf_counter() - start) / step * 1000
-        print(f"{activation:9s} steps {step:6d}  test -ELBO {test_nelbo(model):7.2f}  "
-              f"{ms:5.1f} ms/step" + (f"  curve {curve}" if curve else ""), flush=True)
+        budget = f"steps={args.steps}" if args.steps is not None else f"seconds={args.seconds:g}"
+        name = resumable.run_name(
+            "compare_activations", activation=activation, budget=budget,
+            anneal=not args.no_anneal, latent=args.latent, K=args.flow_length,
+            eval_every=args.eval_every, threads=args.threads)
+        recorded = runs.recorded(name)
+        if recorded is not None:
+            print(*recorded, sep="\n", flush=True)
+            continue
+        time_left = runs.time_left()
+        if time_left is not None and time_left <= 0:
+            print(resumable.stopped_message(name), flush=True)
+            return
+        model, history, curve, step, finished = train_activation(
+            activation, train, test_nelbo, args, runs.state_path(name), time_left)
+        if not finished:
+            print(resumable.stopped_message(name, step, args.steps or "?"), flush=True)
+            return
+        ms = history.seconds / step * 1000
+        line = (f"{activation:9s} steps {step:6d}  test -ELBO {test_nelbo(model):7.2f}  "
+                f"{ms:5.1f} ms/step" + (f"  curve {curve}" if curve else ""))
+        print(line, flush=True)
+        runs.record(name, [line])
 
 
 if __name__ == "__main__":

@@ -8,7 +8,12 @@
 Trains a fresh 40-D VAE (batch 100, Adam, dynamically binarized MNIST, one torch thread) for
 ``--steps`` updates with beta_t = min(1, 0.01 + t / T) (T = ``--anneal-steps``; 0 means beta = 1),
 and every ``--every`` updates prints the test -ELBO on 500 fixed binarized test images and the
-median and maximum gradient norm over the last ``--every`` updates.
+median and maximum gradient norm over the last ``--every`` updates. The loop is the series' one
+loop, ``training.run_steps``.
+
+Resumable: with ``--checkpoint-dir DIR`` the run's training state (and the lines printed so
+far) is kept in DIR; the same command again prints those lines and goes on where an
+interrupted run stopped (``--time-budget`` stops it cleanly, e.g. in pieces of 9 minutes).
 """
 
 from __future__ import annotations
@@ -24,11 +29,14 @@ import torch
 # git worktree pinned to a commit while the main checkout is being edited)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nfutils import data, flows, training, vae, vae_training
+from nfutils import data, flows, training, vae, vae_training  # noqa: E402
+
+import resumable  # noqa: E402  (scripts/resumable.py, beside this file)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog=resumable.OPTIONS_HELP)
     parser.add_argument("--flow-length", type=int, default=80)
     parser.add_argument("--anneal-steps", type=int, default=2000)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -36,8 +44,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--every", type=int, default=200)
     parser.add_argument("--seed", type=int, default=80)
-    args = parser.parse_args()
+    resumable.add_options(parser, checkpoint_every=200)
+    args = parser.parse_args(argv)
+    resumable.check_options(parser, args)
+    if args.steps < 1 or args.every < 1 or args.anneal_steps < 0:
+        parser.error("need --steps >= 1, --every >= 1 and --anneal-steps >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_arguments(argv)
     torch.set_num_threads(1)
+    runs = resumable.RunFolder(args.checkpoint_dir, args.time_budget)
+    name = resumable.run_name("mnist40_annealing", K=args.flow_length, T=args.anneal_steps,
+                              lr=args.lr, clip=args.clip, steps=args.steps, every=args.every,
+                              seed=args.seed)
+    recorded = runs.recorded(name)
+    if recorded is not None:
+        print(*recorded, sep="\n", flush=True)
+        return
     torch.manual_seed(args.seed)
     model = vae.VAE(latent_dim=40, flow_length=args.flow_length)
     optimizer = training.make_optimizer(model.parameters(), lr=args.lr)
@@ -45,28 +70,50 @@ def main() -> None:
     test_images = data.binarized_test_set()[0][:500]
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(train_images.shape[0], generator=generator)
-    norms: list[float] = []
-    start = time.perf_counter()
-    for step in range(args.steps):
+    # what a resume needs beside the common state: the norms since the last line, the lines
+    window: dict[str, list] = {"norms": [], "lines": []}
+    history, steps_done = training.History(), [0]
+    checkpoint, start_step = None, 0
+    if runs.state_path(name) is not None:
+        checkpoint = training.Checkpoint(
+            runs.state_path(name), generator, extra=lambda done: dict(window),
+            on_resume=lambda state: window.update(norms=state["norms"], lines=state["lines"]))
+        start_step = checkpoint.resume(model, optimizer, history, args.lr) or 0
+        for line in window["lines"]:
+            print(f"{line} (from {checkpoint.path})", flush=True)
+    seconds_before, started = history.seconds, time.perf_counter()
+
+    def step_loss(step: int) -> torch.Tensor:
         first = (step * 100) % train_images.shape[0]
         x = data.binarize(train_images[order[first:first + 100]], generator)
         beta = flows.annealed_beta(step, num_steps=args.anneal_steps) if args.anneal_steps else 1.0
-        terms = vae.bound(model, x, 1, beta, generator)
-        training.check_finite_loss(terms.loss, step)
-        optimizer.zero_grad(set_to_none=True)
-        terms.loss.backward()
-        limit = args.clip if args.clip > 0 else float("inf")
-        norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), limit)))
-        optimizer.step()
+        return vae.bound(model, x, 1, beta, generator).loss
+
+    def report(step: int, loss: torch.Tensor, grad_norm: float | None) -> None:
+        window["norms"].append(grad_norm)
+        steps_done[0] = step + 1
         if (step + 1) % args.every == 0:
             model.eval()
             neg_elbo = -vae_training.evaluate_elbo(model, test_images)
             model.train()
-            recent = sorted(norms[-args.every:])
-            print(f"K={args.flow_length} T={args.anneal_steps} lr={args.lr:g} clip={args.clip:g} "
-                  f"step {step + 1}: test -ELBO {neg_elbo:.1f}; gradient norm median "
-                  f"{recent[len(recent) // 2]:.1f}, max {recent[-1]:.1f}; "
-                  f"{time.perf_counter() - start:.0f} s", flush=True)
+            recent = sorted(window["norms"])
+            line = (f"K={args.flow_length} T={args.anneal_steps} lr={args.lr:g} "
+                    f"clip={args.clip:g} step {step + 1}: test -ELBO {neg_elbo:.1f}; gradient "
+                    f"norm median {recent[len(recent) // 2]:.1f}, max {recent[-1]:.1f}; "
+                    f"{seconds_before + time.perf_counter() - started:.0f} s")
+            print(line, flush=True)
+            window["norms"], window["lines"] = [], window["lines"] + [line]
+
+    save = None if checkpoint is None else (
+        lambda done: checkpoint.save(model, optimizer, history, done))
+    training.run_steps(model, optimizer, step_loss, history, args.steps, args.lr,
+                       start_step=start_step, after_step=report, save=save,
+                       max_grad_norm=args.clip if args.clip > 0 else float("inf"),
+                       checkpoint_every=args.checkpoint_every, time_budget=runs.time_left())
+    if not history.finished:
+        print(resumable.stopped_message(name, steps_done[0], args.steps), flush=True)
+        return
+    runs.record(name, window["lines"])
 
 
 if __name__ == "__main__":

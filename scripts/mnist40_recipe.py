@@ -14,6 +14,13 @@ Variants:
                   contraction), and x-dependent flow parameters (weights scaled by 0.1);
                   same schedule
     constant_lr   identity start, constant learning rate, no warm-up
+
+Each variant trains with ``vae_training.fit_vae`` (the series' one loop, ``training.run_steps``).
+Resumable: ``--checkpoint-dir DIR`` keeps each variant's training state and, once finished, its
+printed line; the same command again goes on where an interrupted run stopped and skips the
+variants already done, e.g. in pieces of at most 9 minutes:
+
+    python scripts/mnist40_recipe.py --flow-length 80 --checkpoint-dir outputs/runs/recipe --time-budget 540
 """
 
 from __future__ import annotations
@@ -30,7 +37,10 @@ import torch
 # git worktree pinned to a commit while the main checkout is being edited)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nfutils import data, training, vae, vae_training
+from nfutils import data, training, vae, vae_training  # noqa: E402
+from nfutils.checkpoints import load_checkpoint  # noqa: E402
+
+import resumable  # noqa: E402  (scripts/resumable.py, beside this file)
 
 
 def build(flow_length: int, variant: str, seed: int, standardized: bool = False) -> vae.VAE:
@@ -64,8 +74,9 @@ def mean_log_det(model: vae.VAE, images: torch.Tensor) -> float:
     return float((log_q0 - log_q[0]).mean())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog=resumable.OPTIONS_HELP)
     parser.add_argument("--flow-length", type=int, default=80)
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -76,38 +87,85 @@ def main() -> None:
                         help="clip the gradient norm (default: no clipping, norms recorded)")
     parser.add_argument("--standardized", action="store_true",
                         help="z_K = mu + sigma f(eps) instead of the paper's f(mu + sigma eps)")
-    args = parser.parse_args()
+    resumable.add_options(parser)
+    args = parser.parse_args(argv)
+    resumable.check_options(parser, args)
+    return args
+
+
+def fit_variant(model: vae.VAE, variant: str, train_images: torch.Tensor,
+                test_images: torch.Tensor, args: argparse.Namespace,
+                state_path: Path | None, time_budget: float | None
+                ) -> tuple[str | None, float, int]:
+    """Train one variant with ``fit_vae`` (resuming from ``state_path`` when it exists).
+
+    Returns:
+        the result's text (None after a time-budget stop), the training seconds summed over
+        the run's pieces, and the steps done.
+    """
+    steps_per_epoch = 600
+    if variant == "constant_lr":
+        schedule = None
+    else:
+        def schedule(step: int) -> float:
+            return training.warmup_cosine(step, args.steps, args.warmup)
+    epochs = math.ceil(args.steps / steps_per_epoch)
+    seconds_before = 0.0
+    if state_path is not None and state_path.is_file():
+        seconds_before = float(load_checkpoint(state_path)["history"]["seconds"])
+    start, steps_done = time.perf_counter(), [0]
+    try:
+        history = vae_training.fit_vae(
+            model, train_images[: args.steps * 100 // epochs], test_images,
+            num_epochs=epochs, lr=args.lr, anneal=False, lr_schedule=schedule,
+            max_grad_norm=args.max_grad_norm, seed=args.seed, progress=False,
+            checkpoint_path=state_path, checkpoint_every=args.checkpoint_every,
+            time_budget=time_budget, callback=lambda done, elbo: steps_done.__setitem__(0, done))
+    except training.NonFiniteLossError as error:
+        return f"stopped: {error}", seconds_before + time.perf_counter() - start, steps_done[0]
+    if not history.finished:
+        return None, history.seconds, steps_done[0]
+    return (f"test -ELBO (2,000 images) {-history.test_elbo[-1]:8.2f}; "
+            f"max grad norm {max(history.epoch_max_grad_norm):9.1f}, "
+            f"{sum(history.epoch_clipped_steps)} steps clipped"), history.seconds, args.steps
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_arguments(argv)
     torch.set_num_threads(1)
+    runs = resumable.RunFolder(args.checkpoint_dir, args.time_budget)
     train_images = data.load_mnist("train")[0]
     test_images = data.binarized_test_set()[0][:2000]
-    steps_per_epoch = 600
     for variant in args.variants:
+        name = resumable.run_name(
+            "mnist40_recipe", K=args.flow_length, variant=variant, steps=args.steps,
+            lr=args.lr, warmup=args.warmup, seed=args.seed, clip=args.max_grad_norm,
+            standardized=args.standardized)
+        recorded = runs.recorded(name)
+        if recorded is not None:
+            print(*recorded, sep="\n", flush=True)
+            continue
+        time_left = runs.time_left()
+        if time_left is not None and time_left <= 0:
+            print(resumable.stopped_message(name), flush=True)
+            return
         model = build(args.flow_length, variant, args.seed, args.standardized)
         start_log_det = mean_log_det(model, test_images[:500])
-        if variant == "constant_lr":
-            schedule = None
-        else:
-            def schedule(step: int) -> float:
-                return training.warmup_cosine(step, args.steps, args.warmup)
-        epochs = math.ceil(args.steps / steps_per_epoch)
+        result, seconds, steps_done = fit_variant(model, variant, train_images, test_images,
+                                                  args, runs.state_path(name), time_left)
+        if result is None:
+            print(resumable.stopped_message(name, steps_done, args.steps), flush=True)
+            return
         start = time.perf_counter()
-        try:
-            history = vae_training.fit_vae(
-                model, train_images[: args.steps * 100 // epochs], test_images,
-                num_epochs=epochs, lr=args.lr, anneal=False, lr_schedule=schedule,
-                max_grad_norm=args.max_grad_norm, seed=args.seed, progress=False)
-            result = (f"test -ELBO (2,000 images) {-history.test_elbo[-1]:8.2f}; "
-                      f"max grad norm {max(history.epoch_max_grad_norm):9.1f}, "
-                      f"{sum(history.epoch_clipped_steps)} steps clipped")
-        except training.NonFiniteLossError as error:
-            result = f"stopped: {error}"
         label = f"{variant}{' standardized' if args.standardized else ''}"
         if math.isfinite(args.max_grad_norm):
             label += f" clip {args.max_grad_norm:g}"
-        print(f"K={args.flow_length:2d} {label}, {args.steps} steps: {result}; "
-              f"mean sum log|det| {start_log_det:+.2f} -> "
-              f"{mean_log_det(model, test_images[:500]):+.2f}; "
-              f"{time.perf_counter() - start:.0f} s", flush=True)
+        end_log_det = mean_log_det(model, test_images[:500])
+        seconds += time.perf_counter() - start
+        line = (f"K={args.flow_length:2d} {label}, {args.steps} steps: {result}; "
+                f"mean sum log|det| {start_log_det:+.2f} -> {end_log_det:+.2f}; {seconds:.0f} s")
+        print(line, flush=True)
+        runs.record(name, [line])
 
 
 if __name__ == "__main__":
