@@ -69,8 +69,7 @@ class EpochBatches:
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     epilog=resumable.OPTIONS_HELP)
+    parser = resumable.argument_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=None, help="wall-time budget per run")
     parser.add_argument("--steps", type=int, default=None, help="step budget per run")
     parser.add_argument("--no-anneal", action="store_true", help="beta = 1 from the start")

@@ -35,8 +35,7 @@ import resumable  # noqa: E402  (scripts/resumable.py, beside this file)
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     epilog=resumable.OPTIONS_HELP)
+    parser = resumable.argument_parser(__doc__)
     parser.add_argument("--flow-length", type=int, default=80)
     parser.add_argument("--anneal-steps", type=int, default=2000)
     parser.add_argument("--lr", type=float, default=1e-3)

@@ -14,6 +14,8 @@ Variants:
                   contraction), and x-dependent flow parameters (weights scaled by 0.1);
                   same schedule
     constant_lr   identity start, constant learning rate, no warm-up
+    identity_random_weights
+                  identity start with x-dependent flow parameters (weights as zero_u's)
 
 Each variant trains with ``vae_training.fit_vae`` (the series' one loop, ``training.run_steps``).
 Resumable: ``--checkpoint-dir DIR`` keeps each variant's training state and, once finished, its
@@ -75,13 +77,13 @@ def mean_log_det(model: vae.VAE, images: torch.Tensor) -> float:
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     epilog=resumable.OPTIONS_HELP)
+    parser = resumable.argument_parser(__doc__)
     parser.add_argument("--flow-length", type=int, default=80)
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=500)
-    parser.add_argument("--variants", nargs="+", default=["identity", "zero_u", "constant_lr"])
+    parser.add_argument("--variants", nargs="+", default=["identity", "zero_u", "constant_lr"],
+                        choices=["identity", "zero_u", "constant_lr", "identity_random_weights"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-grad-norm", type=float, default=float("inf"),
                         help="clip the gradient norm (default: no clipping, norms recorded)")

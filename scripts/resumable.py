@@ -28,6 +28,12 @@ finished run's lines again (marked "(from DIR/NAME.txt)") without training it. W
 --checkpoint-dir (the default) nothing is written and an interrupted run starts over."""
 
 
+def argument_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser whose --help shows the script's docstring as it is written, and how to resume."""
+    return argparse.ArgumentParser(description=doc, epilog=OPTIONS_HELP,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def add_options(parser: argparse.ArgumentParser, checkpoint_every: int = 500) -> None:
     """Add ``--checkpoint-dir``, ``--checkpoint-every`` and ``--time-budget`` to ``parser``."""
     parser.add_argument("--checkpoint-dir", type=Path, default=None,
@@ -36,8 +42,9 @@ def add_options(parser: argparse.ArgumentParser, checkpoint_every: int = 500) ->
     parser.add_argument("--checkpoint-every", type=int, default=checkpoint_every,
                         help=f"steps between checkpoints (default {checkpoint_every})")
     parser.add_argument("--time-budget", type=float, default=None,
-                        help="stop cleanly after this many seconds, with a checkpoint "
-                             "(needs --checkpoint-dir); the same command again goes on")
+                        help="stop cleanly after this many seconds of training (all runs of "
+                             "this command together), with a checkpoint (needs "
+                             "--checkpoint-dir); the same command again goes on")
 
 
 def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -60,12 +67,12 @@ class RunFolder:
 
     Args:
         directory: the folder (created when needed); None keeps nothing.
-        time_budget: seconds this invocation may train, over all its runs (None: no limit).
+        time_budget: seconds this invocation may train, over all its runs, counted from the
+            first ``time_left`` call (the start of the first training; None: no limit).
     """
 
     def __init__(self, directory: Path | None, time_budget: float | None = None):
-        self.directory = directory
-        self.deadline = None if time_budget is None else time.perf_counter() + time_budget
+        self.directory, self.time_budget, self.deadline = directory, time_budget, None
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
 
@@ -74,8 +81,13 @@ class RunFolder:
         return None if self.directory is None else self.directory / f"{name}.state.pt"
 
     def time_left(self) -> float | None:
-        """Seconds left of the budget (None: no budget)."""
-        return None if self.deadline is None else self.deadline - time.perf_counter()
+        """Seconds left of the budget (None: no budget); the first call starts the clock."""
+        if self.time_budget is None:
+            return None
+        if self.deadline is None:
+            self.deadline = time.perf_counter() + self.time_budget
+            return self.time_budget
+        return self.deadline - time.perf_counter()
 
     def recorded(self, name: str) -> list[str] | None:
         """A finished run's result lines, marked with the file they come from (None: not
