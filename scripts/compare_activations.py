@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -86,7 +86,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def train_activation(activation: str, train: torch.Tensor, test_nelbo, args: argparse.Namespace,
+def train_activation(activation: str, train: torch.Tensor,
+                     test_nelbo: Callable[[vae.VAE], float], args: argparse.Namespace,
                      state_path: Path | None, time_left: float | None
                      ) -> tuple[vae.VAE, training.History, list[float], int, bool]:
     """Train one activation from seed 0 (resuming from ``state_path`` when it exists).
@@ -99,14 +100,14 @@ def train_activation(activation: str, train: torch.Tensor, test_nelbo, args: arg
     generator = torch.Generator().manual_seed(0)
     model = vae.VAE(latent_dim=args.latent, flow_length=args.flow_length, activation=activation)
     optimizer = training.make_optimizer(model.parameters(), lr=1e-3)
-    batches, curve, history, progress = EpochBatches(train, 100, generator), [], training.History(), [0]
+    batches, curve, history = EpochBatches(train, 100, generator), [], training.History()
     checkpoint, start_step = None, 0
     if state_path is not None:
         checkpoint = training.Checkpoint(
             state_path, generator, extra=lambda done: {"curve": curve, **batches.state()},
             on_resume=lambda state: (curve.extend(state["curve"]), batches.restore(state)))
         start_step = checkpoint.resume(model, optimizer, history, 1e-3) or 0
-    progress[0] = start_step
+    progress = [start_step]  # the steps done
 
     def step_loss(step: int) -> torch.Tensor:
         x = data.binarize(batches.next(), generator=generator)
@@ -151,18 +152,12 @@ def main(argv: list[str] | None = None) -> None:
             "compare_activations", activation=activation, budget=budget,
             anneal=not args.no_anneal, latent=args.latent, K=args.flow_length,
             eval_every=args.eval_every, threads=args.threads)
-        recorded = runs.recorded(name)
-        if recorded is not None:
-            print(*recorded, sep="\n", flush=True)
+        if runs.print_recorded(name):  # finished before: its lines, not trained again
             continue
-        time_left = runs.time_left()
-        if time_left is not None and time_left <= 0:
-            print(resumable.stopped_message(name), flush=True)
-            return
         model, history, curve, step, finished = train_activation(
-            activation, train, test_nelbo, args, runs.state_path(name), time_left)
+            activation, train, test_nelbo, args, runs.state_path(name), runs.time_left())
         if not finished:
-            print(resumable.stopped_message(name, step, args.steps or "?"), flush=True)
+            print(resumable.stopped_message(name, step, args.steps), flush=True)
             return
         ms = history.seconds / step * 1000
         line = (f"{activation:9s} steps {step:6d}  test -ELBO {test_nelbo(model):7.2f}  "

@@ -58,9 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     name = resumable.run_name("mnist40_annealing", K=args.flow_length, T=args.anneal_steps,
                               lr=args.lr, clip=args.clip, steps=args.steps, every=args.every,
                               seed=args.seed)
-    recorded = runs.recorded(name)
-    if recorded is not None:
-        print(*recorded, sep="\n", flush=True)
+    if runs.print_recorded(name):  # finished before: its lines, not trained again
         return
     torch.manual_seed(args.seed)
     model = vae.VAE(latent_dim=40, flow_length=args.flow_length)

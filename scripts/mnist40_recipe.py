@@ -22,7 +22,7 @@ Resumable: ``--checkpoint-dir DIR`` keeps each variant's training state and, onc
 printed line; the same command again goes on where an interrupted run stopped and skips the
 variants already done, e.g. in pieces of at most 9 minutes:
 
-    python scripts/mnist40_recipe.py --flow-length 80 --checkpoint-dir outputs/runs/recipe --time-budget 540
+    python scripts/mnist40_recipe.py --checkpoint-dir outputs/runs/recipe --time-budget 540
 """
 
 from __future__ import annotations
@@ -143,14 +143,9 @@ def main(argv: list[str] | None = None) -> None:
             "mnist40_recipe", K=args.flow_length, variant=variant, steps=args.steps,
             lr=args.lr, warmup=args.warmup, seed=args.seed, clip=args.max_grad_norm,
             standardized=args.standardized)
-        recorded = runs.recorded(name)
-        if recorded is not None:
-            print(*recorded, sep="\n", flush=True)
+        if runs.print_recorded(name):  # finished before: its lines, not trained again
             continue
         time_left = runs.time_left()
-        if time_left is not None and time_left <= 0:
-            print(resumable.stopped_message(name), flush=True)
-            return
         model = build(args.flow_length, variant, args.seed, args.standardized)
         start_log_det = mean_log_det(model, test_images[:500])
         result, seconds, steps_done = fit_variant(model, variant, train_images, test_images,

@@ -81,21 +81,24 @@ class RunFolder:
         return None if self.directory is None else self.directory / f"{name}.state.pt"
 
     def time_left(self) -> float | None:
-        """Seconds left of the budget (None: no budget); the first call starts the clock."""
+        """Seconds left of the budget, at least 0 (None: no budget); the first call starts the
+        clock. (A run started with 0 s left takes one step, then stops with a checkpoint.)"""
         if self.time_budget is None:
             return None
         if self.deadline is None:
             self.deadline = time.perf_counter() + self.time_budget
             return self.time_budget
-        return self.deadline - time.perf_counter()
+        return max(0.0, self.deadline - time.perf_counter())
 
-    def recorded(self, name: str) -> list[str] | None:
-        """A finished run's result lines, marked with the file they come from (None: not
-        finished, or no folder)."""
-        if self.directory is None or not (self.directory / f"{name}.txt").is_file():
-            return None
-        path = self.directory / f"{name}.txt"
-        return [f"{line} (from {path})" for line in path.read_text().splitlines()]
+    def print_recorded(self, name: str) -> bool:
+        """Print a finished run's result lines, marked with the file they come from; True when
+        there were some (the run is not trained again), False otherwise or without a folder."""
+        path = None if self.directory is None else self.directory / f"{name}.txt"
+        if path is None or not path.is_file():
+            return False
+        for line in path.read_text().splitlines():
+            print(f"{line} (from {path})", flush=True)
+        return True
 
     def record(self, name: str, lines: list[str]) -> None:
         """Keep a finished run's result lines (atomically: a file is complete or absent)."""
@@ -107,9 +110,9 @@ class RunFolder:
         os.replace(partial, path)
 
 
-def stopped_message(name: str, done: int | None = None, total: int | None = None) -> str:
+def stopped_message(name: str, done: int, total: int | None) -> str:
     """What a time-budget stop prints: where run ``name`` stopped (after ``done`` of ``total``
-    steps; None: before it started) and how to go on."""
-    where = "before it started" if done is None else f"after {done} of {total} steps"
+    steps; ``total`` None: a run on a wall-time budget) and how to go on."""
+    where = f"after {done} steps" + ("" if total is None else f" of {total}")
     return (f"{name}: time budget reached {where}; checkpoint written, run the same command "
             "again to go on")
