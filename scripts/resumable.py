@@ -10,7 +10,8 @@ folder given by ``--checkpoint-dir``, for each run:
                     second invocation prints it again instead of training the run again.
 
 NAME holds every setting that changes the run (``run_name``), so another setting is another
-run. Without ``--checkpoint-dir`` nothing is written and an interrupted run starts over.
+run (but not the code: delete the folder to recompute after a change of the code). Without
+``--checkpoint-dir`` nothing is written and an interrupted run starts over.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from pathlib import Path
 OPTIONS_HELP = """resuming: with --checkpoint-dir DIR each run's training state is kept in
 DIR/NAME.state.pt and its result lines, once it has finished, in DIR/NAME.txt (NAME names the
 run's settings); running the same command again resumes an interrupted run and prints a
-finished run's lines again (marked "(from DIR/NAME.txt)") without training it. Without
---checkpoint-dir (the default) nothing is written and an interrupted run starts over."""
+finished run's lines again (marked "(from DIR/NAME.txt)") without training it; delete DIR
+to recompute after a change of the code. Without --checkpoint-dir (the default) nothing is
+written and an interrupted run starts over."""
 
 
 def argument_parser(doc: str) -> argparse.ArgumentParser:
@@ -113,6 +115,6 @@ class RunFolder:
 def stopped_message(name: str, done: int, total: int | None) -> str:
     """What a time-budget stop prints: where run ``name`` stopped (after ``done`` of ``total``
     steps; ``total`` None: a run on a wall-time budget) and how to go on."""
-    where = f"after {done} steps" + ("" if total is None else f" of {total}")
+    where = f"after {done}" + ("" if total is None else f" of {total}") + " steps"
     return (f"{name}: time budget reached {where}; checkpoint written, run the same command "
             "again to go on")
