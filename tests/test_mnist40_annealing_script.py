@@ -23,8 +23,9 @@ def without_timing(lines: list[str]) -> list[str]:
 
 def test_help_names_the_resume_options():
     usage = "\n".join(run("--help"))
-    for word in ("--anneal-steps", "--clip", "--checkpoint-dir", "--time-budget", "resumes"):
-        assert word in usage
+    missing = [word for word in ("--anneal-steps", "--clip", "--checkpoint-dir", "--time-budget",
+                                 "resumes") if word not in usage]
+    assert not missing, usage
 
 
 def test_a_stopped_run_resumes_to_the_uninterrupted_lines(tmp_path):
