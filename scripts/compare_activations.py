@@ -83,6 +83,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     resumable.check_options(parser, args)
     if (args.seconds is None) == (args.steps is None):
         parser.error("give exactly one of --seconds and --steps")
+    if (args.seconds or 1) <= 0 or (args.steps or 1) < 1 or args.eval_every < 1:
+        parser.error("need --seconds > 0, --steps >= 1 and --eval-every >= 1")
     return args
 
 
@@ -101,13 +103,16 @@ def train_activation(activation: str, train: torch.Tensor,
     model = vae.VAE(latent_dim=args.latent, flow_length=args.flow_length, activation=activation)
     optimizer = training.make_optimizer(model.parameters(), lr=1e-3)
     batches, curve, history = EpochBatches(train, 100, generator), [], training.History()
-    checkpoint, start_step = None, 0
-    if state_path is not None:
-        checkpoint = training.Checkpoint(
-            state_path, generator, extra=lambda done: {"curve": curve, **batches.state()},
-            on_resume=lambda state: (curve.extend(state["curve"]), batches.restore(state)))
-        start_step = checkpoint.resume(model, optimizer, history, 1e-3) or 0
-    progress = [start_step]  # the steps done
+    progress = [0]  # the steps done
+
+    def on_resume(state: dict) -> None:
+        curve.extend(state["curve"])
+        batches.restore(state)
+        progress[0] = state["step"]
+
+    checkpoint = None if state_path is None else training.Checkpoint(
+        state_path, generator, extra=lambda done: {"curve": curve, **batches.state()},
+        on_resume=on_resume)
 
     def step_loss(step: int) -> torch.Tensor:
         x = data.binarize(batches.next(), generator=generator)
@@ -122,14 +127,15 @@ def train_activation(activation: str, train: torch.Tensor,
     if args.steps is not None:
         num_steps, budget = args.steps, time_left
     else:  # an equal wall time: the seconds left of this run's, or of the invocation's
-        num_steps, budget = sys.maxsize, args.seconds - history.seconds
+        num_steps = sys.maxsize
+        budget = args.seconds - resumable.trained_seconds(state_path)
         budget = budget if time_left is None else min(budget, time_left)
     if budget is None or budget > 0:
-        training.run_steps(
-            model, optimizer, step_loss, history, num_steps, 1e-3, start_step=start_step,
-            after_step=record, checkpoint_every=args.checkpoint_every, time_budget=budget,
-            save=None if checkpoint is None else (
-                lambda done: checkpoint.save(model, optimizer, history, done)))
+        training.run_steps(model, optimizer, step_loss, history, num_steps, 1e-3,
+                           after_step=record, checkpoint=checkpoint,
+                           checkpoint_every=args.checkpoint_every, time_budget=budget)
+    elif checkpoint is not None:  # nothing left to train: the state as it was left
+        checkpoint.resume(model, optimizer, history, 1e-3)
     finished = history.finished if args.steps is not None else history.seconds >= args.seconds
     return model, history, curve, progress[0], finished
 

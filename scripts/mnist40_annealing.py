@@ -69,16 +69,18 @@ def main(argv: list[str] | None = None) -> None:
     order = torch.randperm(train_images.shape[0], generator=generator)
     # what a resume needs beside the common state: the norms since the last line, the lines
     window: dict[str, list] = {"norms": [], "lines": []}
-    history, steps_done = training.History(), [0]
-    checkpoint, start_step = None, 0
-    if runs.state_path(name) is not None:
-        checkpoint = training.Checkpoint(
-            runs.state_path(name), generator, extra=lambda done: dict(window),
-            on_resume=lambda state: window.update(norms=state["norms"], lines=state["lines"]))
-        start_step = checkpoint.resume(model, optimizer, history, args.lr) or 0
+    history, steps_done, clock = training.History(), [0], {"before": 0.0}
+    checkpoint, state_path = None, runs.state_path(name)
+
+    def on_resume(state: dict) -> None:
+        window.update(norms=state["norms"], lines=state["lines"])
+        clock["before"] = history.seconds  # what the earlier pieces took
         for line in window["lines"]:
-            print(f"{line} (from {checkpoint.path})", flush=True)
-    seconds_before, started = history.seconds, time.perf_counter()
+            print(f"{line} (from {state_path})", flush=True)
+
+    if state_path is not None:
+        checkpoint = training.Checkpoint(state_path, generator, extra=lambda done: dict(window),
+                                         on_resume=on_resume)
 
     def step_loss(step: int) -> torch.Tensor:
         first = (step * 100) % train_images.shape[0]
@@ -97,15 +99,14 @@ def main(argv: list[str] | None = None) -> None:
             line = (f"K={args.flow_length} T={args.anneal_steps} lr={args.lr:g} "
                     f"clip={args.clip:g} step {step + 1}: test -ELBO {neg_elbo:.1f}; gradient "
                     f"norm median {recent[len(recent) // 2]:.1f}, max {recent[-1]:.1f}; "
-                    f"{seconds_before + time.perf_counter() - started:.0f} s")
+                    f"{clock['before'] + time.perf_counter() - clock['started']:.0f} s")
             print(line, flush=True)
             window["norms"], window["lines"] = [], window["lines"] + [line]
 
-    save = None if checkpoint is None else (
-        lambda done: checkpoint.save(model, optimizer, history, done))
+    clock["started"] = time.perf_counter()
     training.run_steps(model, optimizer, step_loss, history, args.steps, args.lr,
-                       start_step=start_step, after_step=report, save=save,
                        max_grad_norm=args.clip if args.clip > 0 else float("inf"),
+                       after_step=report, checkpoint=checkpoint,
                        checkpoint_every=args.checkpoint_every, time_budget=runs.time_left())
     if not history.finished:
         print(resumable.stopped_message(name, steps_done[0], args.steps), flush=True)

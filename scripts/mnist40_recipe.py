@@ -40,7 +40,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nfutils import data, training, vae, vae_training  # noqa: E402
-from nfutils.checkpoints import load_checkpoint  # noqa: E402
 
 import resumable  # noqa: E402  (scripts/resumable.py, beside this file)
 
@@ -112,9 +111,7 @@ def fit_variant(model: vae.VAE, variant: str, train_images: torch.Tensor,
         def schedule(step: int) -> float:
             return training.warmup_cosine(step, args.steps, args.warmup)
     epochs = math.ceil(args.steps / steps_per_epoch)
-    seconds_before = 0.0
-    if state_path is not None and state_path.is_file():
-        seconds_before = float(load_checkpoint(state_path)["history"]["seconds"])
+    seconds_before = resumable.trained_seconds(state_path)
     start, steps_done = time.perf_counter(), [0]
     try:
         history = vae_training.fit_vae(

@@ -22,6 +22,8 @@ import re
 import time
 from pathlib import Path
 
+from nfutils.checkpoints import load_checkpoint
+
 OPTIONS_HELP = """resuming: with --checkpoint-dir DIR each run's training state is kept in
 DIR/NAME.state.pt and its result lines, once it has finished, in DIR/NAME.txt (NAME names the
 run's settings); running the same command again resumes an interrupted run and prints a
@@ -110,6 +112,14 @@ class RunFolder:
         partial = path.with_suffix(".txt.partial")
         partial.write_text("".join(line + "\n" for line in lines))
         os.replace(partial, path)
+
+
+def trained_seconds(state_path: Path | None) -> float:
+    """The training seconds that a run's earlier pieces spent, from its state file (0 without
+    one): what a run on a wall-time budget has used, or what a resumed run's timing adds."""
+    if state_path is None or not state_path.is_file():
+        return 0.0
+    return float(load_checkpoint(state_path)["history"]["seconds"])
 
 
 def stopped_message(name: str, done: int, total: int | None) -> str:
