@@ -111,19 +111,23 @@ def fit_variant(model: vae.VAE, variant: str, train_images: torch.Tensor,
         def schedule(step: int) -> float:
             return training.warmup_cosine(step, args.steps, args.warmup)
     epochs = math.ceil(args.steps / steps_per_epoch)
-    seconds_before = resumable.trained_seconds(state_path)
-    start, steps_done = time.perf_counter(), [0]
+    seconds_before, progress = resumable.trained_seconds(state_path), {"done": 0}
+
+    def count(done: int, elbo: float) -> None:
+        progress["done"] = done
+
+    start = time.perf_counter()
     try:
         history = vae_training.fit_vae(
             model, train_images[: args.steps * 100 // epochs], test_images,
             num_epochs=epochs, lr=args.lr, anneal=False, lr_schedule=schedule,
             max_grad_norm=args.max_grad_norm, seed=args.seed, progress=False,
             checkpoint_path=state_path, checkpoint_every=args.checkpoint_every,
-            time_budget=time_budget, callback=lambda done, elbo: steps_done.__setitem__(0, done))
+            time_budget=time_budget, callback=count)
     except training.NonFiniteLossError as error:
-        return f"stopped: {error}", seconds_before + time.perf_counter() - start, steps_done[0]
+        return f"stopped: {error}", seconds_before + time.perf_counter() - start, progress["done"]
     if not history.finished:
-        return None, history.seconds, steps_done[0]
+        return None, history.seconds, progress["done"]
     return (f"test -ELBO (2,000 images) {-history.test_elbo[-1]:8.2f}; "
             f"max grad norm {max(history.epoch_max_grad_norm):9.1f}, "
             f"{sum(history.epoch_clipped_steps)} steps clipped"), history.seconds, args.steps
