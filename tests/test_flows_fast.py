@@ -19,12 +19,12 @@ from nfutils.flows import PlanarFlow, constrain_u, fast_planar, planar_flow, pla
 F64 = dict(dtype=torch.float64)
 
 
-@pytest.fixture(params=[True, False], ids=["numpy-loops", "torch-loops"])
+@pytest.fixture(params=[True, False], ids=["numpy", "torch"])
 def loop_backend(request, monkeypatch):
-    """Run a test with the shared stack's per-layer loops in NumPy (the CPU default) and in
-    torch (what CUDA runs), so that both are checked against the reference."""
-    monkeypatch.setattr(fast_planar, "NUMPY_LOOPS_ON_CPU", request.param)
-    return request.param
+    """Run a test with shared parameters on the NumPy stack (the CPU default) and on the torch
+    operations (what CUDA runs), so that both are checked against the reference."""
+    monkeypatch.setattr(fast_planar, "NUMPY_ON_CPU", request.param)
+    return "PlanarStackShared" if request.param else "PlanarStackPerExample"
 
 
 def per_layer_log_q(log_q0, z, w, u, b, constrain=True):
@@ -96,7 +96,7 @@ def test_shared_log_q_and_gradients_equal_per_layer_computation(dim, constrain, 
             model.flow.u.copy_(constrain_u(model.flow.w, model.flow.u))
     gen = torch.Generator().manual_seed(3)
     z_k, log_q = model.rsample(64, generator=gen)
-    assert "PlanarStackShared" in type(z_k.grad_fn).__name__
+    assert loop_backend in type(z_k.grad_fn).__name__
     gen = torch.Generator().manual_seed(3)
     z_0, log_q0 = model._base_sample(64, gen)
     z_ref, log_q_ref = per_layer_log_q(log_q0, z_0, model.flow.w, model.flow.u, model.flow.b,
@@ -245,7 +245,7 @@ def test_numpy_and_torch_loops_agree_in_float32(monkeypatch):
         model.flow.b.normal_()
     results = []
     for numpy_loops in (True, False):
-        monkeypatch.setattr(fast_planar, "NUMPY_LOOPS_ON_CPU", numpy_loops)
+        monkeypatch.setattr(fast_planar, "NUMPY_ON_CPU", numpy_loops)
         z_k, log_q = model.rsample(500, generator=torch.Generator().manual_seed(2))
         loss = (log_q + (z_k ** 2).sum(-1)).mean()
         results.append((z_k, log_q, *torch.autograd.grad(loss, list(model.parameters()))))
