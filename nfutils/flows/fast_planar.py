@@ -226,23 +226,26 @@ class _PlanarStackShared(torch.autograd.Function):
         w, u = (t.detach().numpy() for t in ctx.saved_tensors)
         columns, slope, u_dot_psi, u_hat, w_dot_u, coefs = ctx.arrays
         flow_length, dim = w.shape
-        z_all, h_all = columns[:, 1:dim + 1], columns[:flow_length, dim + 1]
+        h_all = columns[:flow_length, dim + 1]
         with np.errstate(all="ignore"):
-            gamma_over_det = grad_log_det.numpy() / (1.0 + u_dot_psi)  # gamma / d_k, (K, N)
-            grad_w_dot_u = (gamma_over_det * slope).sum(-1, keepdims=True)  # (K, 1)
+            gamma_over_det = 1.0 + u_dot_psi  # d_k, then gamma / d_k, (K, N)
+            np.divide(grad_log_det.numpy(), gamma_over_det, out=gamma_over_det)
+            grad_w_dot_u = np.vecdot(gamma_over_det, slope)[:, None]  # dL/dc_k, (K, 1)
             # grad_columns[k] holds ((dL/dz_k)^T, dL/da_k) as rows: (K + 1, D + 1, N)
             grad_columns = np.empty((flow_length + 1, dim + 1, columns.shape[-1]), w.dtype)
             grad_z_all = grad_columns[:, :dim]  # grad_z_all[k] = (dL/dz_k)^T
             grad_a = grad_columns[1:, dim]  # grad_a[k] = dL/da_{k+1}, (K, N)
             grad_z_all[flow_length] = grad_z.numpy().T
-            # dL/da_k starts as the log-det's share, -2 gamma c_k h_k s_k / d_k (s_k: in the loop)
-            np.multiply(gamma_over_det * h_all, -2.0 * w_dot_u, out=grad_a)
-            _shared_backward_loop_numpy(grad_columns, slope, w, u_hat)
-            grad_w = np.matmul(z_all[:-1], grad_a[..., None])[..., 0] + grad_w_dot_u * u_hat
-            grad_u = np.matmul(grad_z_all[1:], h_all[..., None])[..., 0] + grad_w_dot_u * w
+            # dL/da_k starts as gamma h_k / d_k, of the log-det's share -2 c_k s_k gamma h_k / d_k
+            np.multiply(gamma_over_det, h_all, out=grad_a)
+            _shared_backward_loop_numpy(grad_columns, slope, w, u_hat, w_dot_u)
+            # (sum_n dL/da_k, sum_n dL/da_k z_{k-1}) = (dL/db_k, dL/dw_k but for dL/dc_k u_k)
+            grad_b_and_w = np.vecdot(columns[:-1, :dim + 1], grad_a[:, None])  # (K, D + 1)
+            grad_w = grad_b_and_w[:, 1:] + grad_w_dot_u * u_hat
+            grad_u = np.vecdot(grad_z_all[1:], h_all[:, None]) + grad_w_dot_u * w
             if coefs is not None:
                 grad_w, grad_u = _constrain_u_backward(u, grad_w, grad_u, coefs)
-            grads = grad_z_all[0].T, grad_w, grad_u, grad_a.sum(-1)
+            grads = grad_z_all[0].T, grad_w, grad_u, grad_b_and_w[:, 0]
         return (*(torch.from_numpy(g) for g in grads), None)
 
 
@@ -272,31 +275,32 @@ def _shared_forward_loop_numpy(columns: np.ndarray, w: np.ndarray, u_hat: np.nda
     for k in range(w.shape[0]):
         block = columns[k]
         h = block[dim + 1]
-        dot(bias_and_w[k], block[:dim + 1], out=h)
-        tanh(h, out=h)
-        dot(identity_and_u[k], block[1:], out=columns[k + 1, 1:dim + 1])
+        dot(bias_and_w[k], block[:dim + 1], h)
+        tanh(h, h)
+        dot(identity_and_u[k], block[1:], columns[k + 1, 1:dim + 1])
 
 
 def _shared_backward_loop_numpy(grad_columns: np.ndarray, slope: np.ndarray, w: np.ndarray,
-                                u_hat: np.ndarray) -> None:
+                                u_hat: np.ndarray, w_dot_u: np.ndarray) -> None:
     """The reverse loop of ``_PlanarStackShared``'s backward, in place, three calls per
     layer. ``grad_columns[k]`` has the rows (g_k^T, dL/da_k), shape (K + 1, D + 1, N), with g_K
-    and the log-det's share of each dL/da_k filled in (see the Function's docstring):
+    and r_k = gamma h_k / d_k in place of each dL/da_k filled in (see the Function's
+    docstring); c_k = ``w_dot_u``, (K, 1):
 
-        dL/da_k = s_k ([u_k^T, 1] (g_k; log-det share))     (one dot, one multiply)
-        g_{k-1} = [I, w_k] (g_k; dL/da_k)                  (one dot: g_k + w_k dL/da_k)
+        dL/da_k = s_k ([u_k^T, -2 c_k] (g_k; r_k))     (one dot, one multiply)
+        g_{k-1} = [I, w_k] (g_k; dL/da_k)               (one dot: g_k + w_k dL/da_k)
     """
     flow_length, dim = w.shape
-    u_and_one = np.empty((flow_length, dim + 1), dtype=w.dtype)
-    u_and_one[:, :dim], u_and_one[:, dim] = u_hat, 1.0
+    u_and_c = np.empty((flow_length, dim + 1), dtype=w.dtype)
+    u_and_c[:, :dim], u_and_c[:, dim:] = u_hat, -2.0 * w_dot_u
     identity_and_w = _identity_and(w)  # (K, D, D + 1)
     dot, multiply = np.dot, np.multiply
     u_dot_g = np.empty_like(slope[0])
     for k in range(w.shape[0] - 1, -1, -1):
         block = grad_columns[k + 1]
-        dot(u_and_one[k], block, out=u_dot_g)
-        multiply(u_dot_g, slope[k], out=block[dim])
-        dot(identity_and_w[k], block, out=grad_columns[k, :dim])
+        dot(u_and_c[k], block, u_dot_g)
+        multiply(u_dot_g, slope[k], block[dim])
+        dot(identity_and_w[k], block, grad_columns[k, :dim])
 
 
 class _PlanarStackPerExample(torch.autograd.Function):
