@@ -272,12 +272,12 @@ def _shared_forward_loop_numpy(columns: np.ndarray, w: np.ndarray, u_hat: np.nda
     bias_and_w[:, 0], bias_and_w[:, 1:] = b, w
     identity_and_u = _identity_and(u_hat)  # (K, D, D + 1)
     dot, tanh = np.dot, np.tanh
-    for k in range(w.shape[0]):
-        block = columns[k]
-        h = block[dim + 1]
-        dot(bias_and_w[k], block[:dim + 1], h)
+    for one_z, z_h, h, z_next, bias_and_w_k, identity_and_u_k in zip(  # views of layer k
+            columns[:-1, :dim + 1], columns[:-1, 1:], columns[:-1, dim + 1],
+            columns[1:, 1:dim + 1], bias_and_w, identity_and_u):
+        dot(bias_and_w_k, one_z, h)
         tanh(h, h)
-        dot(identity_and_u[k], block[1:], columns[k + 1, 1:dim + 1])
+        dot(identity_and_u_k, z_h, z_next)
 
 
 def _shared_backward_loop_numpy(grad_columns: np.ndarray, slope: np.ndarray, w: np.ndarray,
@@ -296,11 +296,12 @@ def _shared_backward_loop_numpy(grad_columns: np.ndarray, slope: np.ndarray, w: 
     identity_and_w = _identity_and(w)  # (K, D, D + 1)
     dot, multiply = np.dot, np.multiply
     u_dot_g = np.empty_like(slope[0])
-    for k in range(w.shape[0] - 1, -1, -1):
-        block = grad_columns[k + 1]
-        dot(u_and_c[k], block, u_dot_g)
-        multiply(u_dot_g, slope[k], block[dim])
-        dot(identity_and_w[k], block, grad_columns[k, :dim])
+    for block, grad_a, grad_z_prev, slope_k, u_and_c_k, identity_and_w_k in zip(  # k = K..1
+            grad_columns[:0:-1], grad_columns[:0:-1, dim], grad_columns[-2::-1, :dim],
+            slope[::-1], u_and_c[::-1], identity_and_w[::-1]):
+        dot(u_and_c_k, block, u_dot_g)
+        multiply(u_dot_g, slope_k, grad_a)
+        dot(identity_and_w_k, block, grad_z_prev)
 
 
 class _PlanarStackPerExample(torch.autograd.Function):
