@@ -174,7 +174,7 @@ class _PlanarStackShared(torch.autograd.Function):
         dL/du_k    = sum_n h_k g_k + dL/dc_k w_k,           dL/db_k = sum_n dL/da_k
 
     one reverse loop of three calls per layer (``_shared_backward_loop_numpy``); the sums over
-    points are batched after the loop. With ``constrain``, u_hat = u + beta w / ||w||^2,
+    points are batched after the loop (``np.vecdot``). With ``constrain``, u_hat = u + beta w / ||w||^2,
     beta = m(w.u) - w.u (App. A.1), is computed inside too, and the gradient with respect to
     u_hat, G, is carried back to the free parameters by hand, with t = G.w:
 
@@ -182,7 +182,9 @@ class _PlanarStackShared(torch.autograd.Function):
         dL/dw += beta G / ||w||^2 + beta' t u / ||w||^2 - 2 beta t w / ||w||^4,
         beta' = sigmoid(w.u) - 1
 
-    (0 where a floor of App. A.1 is active, as autograd's clamp; ``_constrain_u_backward``).
+    (sigmoid replaced by 0, so beta' = -1, where the floor of App. A.1 is active, as autograd's
+    clamp; 0 for a w that App. A.1 leaves uncorrected). ``_constrain_u_backward`` computes
+    these with w = s v, s = max_i |w_i|.
 
     Checked against autograd by ``gradcheck`` in tests/test_flows_fast.py.
 
@@ -311,7 +313,8 @@ class _PlanarStackPerExample(torch.autograd.Function):
     for the App. A.1 constraint), with broadcasting instead of matrix-vector products: per
     layer ``vecdot``, ``add_``, ``tanh_``, ``addcmul`` forward and ``vecdot``, ``addcmul_``,
     ``addcmul`` backward. Gradients of parameters that were broadcast (e.g. (B, K, D) against
-    points (S, B, D)) are summed back to their shapes.
+    points (S, B, D)) are summed back to their shapes. It also runs shared parameters (K, D)
+    where ``_PlanarStackShared`` does not (CUDA, other dtypes, ``NUMPY_ON_CPU = False``).
 
     Inputs: z (..., D); w, u (..., K, D) and b (..., K) whose leading dimensions broadcast
     against z's; constrain as in ``_PlanarStackShared``. Outputs: z_K and sum_log_det with the
