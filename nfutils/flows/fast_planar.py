@@ -174,9 +174,9 @@ class _PlanarStackShared(torch.autograd.Function):
         dL/du_k    = sum_n h_k g_k + dL/dc_k w_k,           dL/db_k = sum_n dL/da_k
 
     one reverse loop of three calls per layer (``_shared_backward_loop_numpy``); the sums over
-    points are batched after the loop (``np.vecdot``). With ``constrain``, u_hat = u + beta w / ||w||^2,
-    beta = m(w.u) - w.u (App. A.1), is computed inside too, and the gradient with respect to
-    u_hat, G, is carried back to the free parameters by hand, with t = G.w:
+    points are batched after the loop (``np.vecdot``). With ``constrain``, u_hat = u + beta w /
+    ||w||^2, beta = m(w.u) - w.u (App. A.1), is computed inside too, and the gradient with
+    respect to u_hat, G, is carried back to the free parameters by hand, with t = G.w:
 
         dL/du = G + beta' t w / ||w||^2,
         dL/dw += beta G / ||w||^2 + beta' t u / ||w||^2 - 2 beta t w / ||w||^4,
@@ -204,19 +204,22 @@ class _PlanarStackShared(torch.autograd.Function):
                 u_hat, w_dot_u, coefs = u_, (w_ * u_).sum(-1, keepdims=True), None
             # columns[k] holds (1, z_k^T, h_{k+1}) as rows: (K + 1, D + 2, N); the row of ones
             # and h next to z let the loop do a layer in three calls (see its docstring)
-            columns = np.empty((flow_length + 1, dim + 2, z_0.shape[0]), dtype=w_.dtype)
+            # the large arrays come from torch's allocator (64-byte aligned; with NumPy's, a step
+            # at K = 100 ran up to twice as long in a process that had run other models)
+            columns = z.new_empty(flow_length + 1, dim + 2, z_0.shape[0]).numpy()
             columns[:, 0] = 1.0
             columns[0, 1:dim + 1] = z_0.T
             _shared_forward_loop_numpy(columns, w_, u_hat, b_)
             h_all = columns[:flow_length, dim + 1]  # h_all[k] = h_{k+1}, (K, N)
             # s_k = 1 - h_k^2 and u.psi_k = c_k s_k (Eq. 11), (K, N), kept for the backward;
             # c_k = w_k.u_k, with constrain m(w_k.u_k) exactly (App. A.1)
-            slope = 1.0 - h_all * h_all
-            u_dot_psi = slope * w_dot_u
+            slope, u_dot_psi, log_det = z.new_empty(3, *h_all.shape).numpy()
+            np.subtract(1.0, np.multiply(h_all, h_all, out=slope), out=slope)
+            np.multiply(slope, w_dot_u, out=u_dot_psi)
             if constrain:  # 1 + u.psi > 0 is guaranteed by w.u_hat > -1
-                log_det = np.log1p(u_dot_psi)
+                np.log1p(u_dot_psi, out=log_det)
             else:
-                log_det = np.log(np.abs(1.0 + u_dot_psi))
+                np.log(np.abs(np.add(u_dot_psi, 1.0, out=log_det), out=log_det), out=log_det)
         ctx.save_for_backward(w, u)
         ctx.arrays = columns, slope, u_dot_psi, u_hat, w_dot_u, coefs
         z_k = np.ascontiguousarray(columns[flow_length, 1:dim + 1].T)
@@ -230,11 +233,11 @@ class _PlanarStackShared(torch.autograd.Function):
         flow_length, dim = w.shape
         h_all = columns[:flow_length, dim + 1]
         with np.errstate(all="ignore"):
-            gamma_over_det = 1.0 + u_dot_psi  # d_k, then gamma / d_k, (K, N)
+            gamma_over_det = np.add(u_dot_psi, 1.0, out=grad_z.new_empty(slope.shape).numpy())
             np.divide(grad_log_det.numpy(), gamma_over_det, out=gamma_over_det)
             grad_w_dot_u = np.vecdot(gamma_over_det, slope)[:, None]  # dL/dc_k, (K, 1)
             # grad_columns[k] holds ((dL/dz_k)^T, dL/da_k) as rows: (K + 1, D + 1, N)
-            grad_columns = np.empty((flow_length + 1, dim + 1, columns.shape[-1]), w.dtype)
+            grad_columns = grad_z.new_empty(flow_length + 1, dim + 1, columns.shape[-1]).numpy()
             grad_z_all = grad_columns[:, :dim]  # grad_z_all[k] = (dL/dz_k)^T
             grad_a = grad_columns[1:, dim]  # grad_a[k] = dL/da_{k+1}, (K, N)
             grad_z_all[flow_length] = grad_z.numpy().T
