@@ -44,6 +44,7 @@ benchmarks/flows.py measures the gain.
 from __future__ import annotations
 
 import contextlib
+from types import ModuleType
 from typing import Iterator
 
 import numpy as np
@@ -54,6 +55,8 @@ from . import planar
 from .planar_layer import SOFTPLUS_FLOOR
 
 __all__ = ["ENABLED", "NUMPY_ON_CPU", "use_fast_path", "applies", "planar_flow"]
+
+Array = np.ndarray | Tensor  # App. A.1 below serves both
 
 #: The switch: ``planar.planar_flow`` uses this module when True (see ``use_fast_path``).
 ENABLED = True
@@ -108,7 +111,8 @@ def _planar_flow_where_it_applies(z: Tensor, w: Tensor, u: Tensor, b: Tensor,
 planar.FAST_STACK = _planar_flow_where_it_applies  # the one place the reference learns of it
 
 
-def _constrain_u_with_coefs(xp, w, u):
+def _constrain_u_with_coefs(xp: ModuleType, w: Array, u: Array
+                            ) -> tuple[Array, Array, tuple[Array, ...]]:
     """App. A.1 as ``planar_layer._constrain_u_and_dot`` computes it, for NumPy arrays
     (``xp = np``) and torch tensors (``xp = torch``), with what its backward needs.
 
@@ -139,7 +143,8 @@ def _constrain_u_with_coefs(xp, w, u):
             (v, v_norm_sq, scale, beta, beta_prime))
 
 
-def _constrain_u_backward(u, grad_w, grad_u_hat, coefs):
+def _constrain_u_backward(u: Array, grad_w: Array, grad_u_hat: Array, coefs: tuple[Array, ...]
+                          ) -> tuple[Array, Array]:
     """Carry G = dL/du_hat back through App. A.1 to (dL/dw, dL/du) (NumPy or torch), adding
     to ``grad_w`` the part of dL/dw that goes through u_hat. With p = G.v / ||v||^2 and
     ``coefs`` of ``_constrain_u_with_coefs`` (the formulas of ``_PlanarStackShared`` with
@@ -202,10 +207,9 @@ class _PlanarStackShared(torch.autograd.Function):
                 u_hat, w_dot_u, coefs = _constrain_u_with_coefs(np, w_, u_)
             else:
                 u_hat, w_dot_u, coefs = u_, (w_ * u_).sum(-1, keepdims=True), None
-            # columns[k] holds (1, z_k^T, h_{k+1}) as rows: (K + 1, D + 2, N); the row of ones
-            # and h next to z let the loop do a layer in three calls (see its docstring)
-            # the large arrays come from torch's allocator (64-byte aligned; with NumPy's, a step
-            # at K = 100 ran up to twice as long in a process that had run other models)
+            # columns[k] holds (1, z_k^T, h_{k+1}) as rows: (K + 1, D + 2, N), for a layer in
+            # three calls of the loop; large arrays from torch's allocator (with NumPy's, a step
+            # at K = 100 ran up to 2x longer in a process that had run other models)
             columns = z.new_empty(flow_length + 1, dim + 2, z_0.shape[0]).numpy()
             columns[:, 0] = 1.0
             columns[0, 1:dim + 1] = z_0.T
