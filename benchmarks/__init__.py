@@ -48,11 +48,13 @@ def machine_description() -> str:
     )
 
 
-def round_robin(steps: dict[str, Callable[[], None]], num_steps: int, warmup: int
-                ) -> dict[str, dict[str, list[float]]]:
-    """Time each callable ``num_steps`` times, interleaved: step i of every implementation
-    runs before step i + 1 of any, and the starting implementation rotates every round, so
-    that load from other processes and slow drifts hit all of them alike.
+def round_robin(steps: dict[str, Callable[[], None]], num_steps: int, warmup: int,
+                block: int = 1) -> dict[str, dict[str, list[float]]]:
+    """Time each callable ``num_steps`` times, interleaved: the implementations take turns,
+    each turn ``block`` consecutive steps of one of them, and the starting implementation
+    rotates every round, so that load from other processes and slow drifts hit all of them
+    alike. With ``block`` > 1 the first step of a turn is not timed: it starts with the caches
+    that another implementation filled, where a training loop runs its steps back to back.
 
     Two clocks per step: wall time (``time.perf_counter``, what a user waits) and the
     process's CPU time (``time.process_time``, all threads), which other processes on a shared
@@ -63,17 +65,21 @@ def round_robin(steps: dict[str, Callable[[], None]], num_steps: int, warmup: in
     """
     names = list(steps)
     times = {name: {"wall": [], "cpu": []} for name in names}
-    for step in range(warmup + num_steps):
-        shift = step % len(names)
+    timed_per_turn = max(block - 1, 1)
+    warmup_rounds = -(-warmup // block)
+    for round_ in range(warmup_rounds + -(-num_steps // timed_per_turn)):
+        shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
-            cpu_start = time.process_time()
-            start = time.perf_counter()
-            steps[name]()
-            elapsed = time.perf_counter() - start
-            cpu = time.process_time() - cpu_start
-            if step >= warmup:
-                times[name]["wall"].append(elapsed)
-                times[name]["cpu"].append(cpu)
+            for index in range(block):
+                cpu_start = time.process_time()
+                start = time.perf_counter()
+                steps[name]()
+                elapsed = time.perf_counter() - start
+                cpu = time.process_time() - cpu_start
+                timed = round_ >= warmup_rounds and (index > 0 or block == 1)
+                if timed and len(times[name]["cpu"]) < num_steps:
+                    times[name]["wall"].append(elapsed)
+                    times[name]["cpu"].append(cpu)
     return times
 
 

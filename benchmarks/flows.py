@@ -14,18 +14,20 @@ diagonal-Gaussian base, trained on the same target (``nfutils.potentials.U1``):
   ``nfutils.flows.planar`` (``fast_planar.use_fast_path(False)``; autograd records every
   operation);
 * ``nfutils fast path, default Adam``: ``flows.make_flow("planar", 2, K)``, whose training
-  path is one custom autograd Function with an analytic backward (its per-layer loops in NumPy
-  on the CPU);
+  path is one custom autograd Function with an analytic backward (in NumPy on the CPU);
 * ``nfutils (as fit_flow runs it)``: the same with ``training.make_optimizer`` (fused Adam),
   which is what ``training.fit_flow`` and so the notebooks run; the targets apply to it;
 * ``nfutils reference loop, torch.compile`` (with ``--compile``): the reference loop under
   ``torch.compile``; its compile time is reported separately, because a notebook pays it on
   every run.
 
-Timings are interleaved round robin (see ``benchmarks.round_robin``), medians over
-``--steps`` steps after ``--warmup`` steps, at K = 100 and K = 32, on 1 and 2 threads. Ratios
-are normflows' median over each implementation's, measured in the same run, so that the load
-of other processes on a shared machine affects both sides alike.
+Timings are interleaved round robin (see ``benchmarks.round_robin``) in turns of ``--block``
+consecutive steps of one implementation (10; the first of each turn untimed, as it starts with
+the caches another implementation filled, where a training loop runs its steps back to back;
+``--block 1``: single steps, all timed), medians over ``--steps`` steps after ``--warmup``
+steps, at K = 100 and K = 32, on 1 and 2 threads. Ratios are normflows' median over each
+implementation's, measured in the same run, so that the load of other processes on a shared
+machine affects both sides alike.
 
 Run: ``python -m benchmarks.flows`` (about 75 s on an idle 2-core machine); the table of
 benchmarks/README.md is ``benchmarks/results/flows_cpu.md``, written by this command.
@@ -183,6 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=200, help="timed steps (median over them)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps first")
+    parser.add_argument("--block", type=int, default=10,
+                        help="consecutive steps per turn, the first untimed (1: single steps)")
     parser.add_argument("--flow-lengths", type=int, nargs="+", default=[100, 32],
                         help="K values")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -201,9 +205,11 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print(f"normflows {version}.")
         baseline = "normflows"
+    turns = (f"in turns of {args.block} consecutive steps, the first of each untimed"
+             if args.block > 1 else "one step at a time")
     print(f"Median of {args.steps} steps after {args.warmup} warm-up steps, implementations "
-          f"interleaved round robin in one process; in brackets: {baseline}'s median / this "
-          "median (how many times faster).\n")
+          f"interleaved round robin in one process ({turns}); in brackets: {baseline}'s "
+          "median / this median (how many times faster).\n")
 
     results: dict[tuple[int, int], dict[str, dict[str, float]]] = {}
     compile_seconds: dict[int, float] = {}
@@ -213,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
             steps, notes = build_steps(flow_length, lr=1e-3, compile_step=args.compile)
             compile_seconds.update({flow_length: s for s in notes.values()})
             load_before = load_average()
-            times = round_robin(steps, args.steps, args.warmup)
+            times = round_robin(steps, args.steps, args.warmup, args.block)
             results[(flow_length, threads)] = {
                 name: {clock: median_ms(t[clock]) for clock in ("wall", "cpu")}
                 for name, t in times.items()}

@@ -4,11 +4,14 @@ The reference is the plain loop of ``planar.planar_flow`` (run with
 ``fast_planar.use_fast_path(False)``) and, independently, one ``planar_transform`` per layer
 on ``constrain_u``'s u_hat. The fast path must give the same values (z_K, log-dets, log q) to
 1e-6 in float64 and the same gradients with respect to w, u, b and z, for shared and for
-per-example parameters, on random inputs and on the App. A.1 extreme grid; its analytic
-backward must pass ``torch.autograd.gradcheck``; and the switch must change nothing outside
-the call.
+per-example parameters, on the NumPy stack (shared parameters on the CPU) and on the torch
+one, on random inputs and on the App. A.1 extreme grid; its App. A.1 (NumPy and torch) must
+equal ``constrain_u`` on that grid, float32 and float64, with the backward of autograd; its
+analytic backward must pass ``torch.autograd.gradcheck``; and the switch must change nothing
+outside the call.
 """
 
+import numpy as np
 import pytest
 import torch
 from test_flows import extreme_grid
@@ -19,12 +22,12 @@ from nfutils.flows import PlanarFlow, constrain_u, fast_planar, planar_flow, pla
 F64 = dict(dtype=torch.float64)
 
 
-@pytest.fixture(params=[True, False], ids=["numpy-loops", "torch-loops"])
+@pytest.fixture(params=[True, False], ids=["numpy", "torch"])
 def loop_backend(request, monkeypatch):
-    """Run a test with the shared stack's per-layer loops in NumPy (the CPU default) and in
-    torch (what CUDA runs), so that both are checked against the reference."""
-    monkeypatch.setattr(fast_planar, "NUMPY_LOOPS_ON_CPU", request.param)
-    return request.param
+    """Run a test with shared parameters on the NumPy stack (the CPU default) and on the torch
+    operations (what CUDA runs), so that both are checked against the reference."""
+    monkeypatch.setattr(fast_planar, "NUMPY_ON_CPU", request.param)
+    return "PlanarStackShared" if request.param else "PlanarStackPerExample"
 
 
 def per_layer_log_q(log_q0, z, w, u, b, constrain=True):
@@ -96,7 +99,7 @@ def test_shared_log_q_and_gradients_equal_per_layer_computation(dim, constrain, 
             model.flow.u.copy_(constrain_u(model.flow.w, model.flow.u))
     gen = torch.Generator().manual_seed(3)
     z_k, log_q = model.rsample(64, generator=gen)
-    assert "PlanarStackShared" in type(z_k.grad_fn).__name__
+    assert loop_backend in type(z_k.grad_fn).__name__
     gen = torch.Generator().manual_seed(3)
     z_0, log_q0 = model._base_sample(64, gen)
     z_ref, log_q_ref = per_layer_log_q(log_q0, z_0, model.flow.w, model.flow.u, model.flow.b,
@@ -150,9 +153,10 @@ def rows_agree(fast, ref, rtol):
     return (fast - ref).abs().amax(-1) <= rtol * scale
 
 
-def test_fast_equals_reference_on_app_a1_extreme_grid():
+def test_fast_equals_reference_on_app_a1_extreme_grid(loop_backend):
     # every (w, u) of the grid as a one-layer flow: per-example parameters (B, 1, D), and the
-    # shared stack one layer at a time; values and gradients of both paths agree in float64
+    # shared stack one layer at a time (NumPy and torch); values and gradients of both paths
+    # agree in float64
     w, u = extreme_grid(torch.float64)
     batch = w.shape[0]
     z = (0.5 * torch.randn(batch, 2, **F64)).requires_grad_()
@@ -245,9 +249,61 @@ def test_numpy_and_torch_loops_agree_in_float32(monkeypatch):
         model.flow.b.normal_()
     results = []
     for numpy_loops in (True, False):
-        monkeypatch.setattr(fast_planar, "NUMPY_LOOPS_ON_CPU", numpy_loops)
+        monkeypatch.setattr(fast_planar, "NUMPY_ON_CPU", numpy_loops)
         z_k, log_q = model.rsample(500, generator=torch.Generator().manual_seed(2))
         loss = (log_q + (z_k ** 2).sum(-1)).mean()
         results.append((z_k, log_q, *torch.autograd.grad(loss, list(model.parameters()))))
     for numpy_value, torch_value in zip(*results):
         assert torch.allclose(numpy_value, torch_value, rtol=1e-5, atol=1e-5)
+
+
+def grid_with_uncorrected_rows(dtype):
+    """The extreme grid and two w with no normal-range entry (0 and subnormal), which App. A.1
+    leaves uncorrected (u_hat = u)."""
+    w, u = extreme_grid(dtype)
+    subnormal = torch.finfo(dtype).tiny / 4
+    w_small = torch.tensor([[0.0, 0.0], [subnormal, -subnormal / 2]], dtype=dtype)
+    return torch.cat([w, w_small]), torch.cat([u, torch.tensor([[3.0, -2.0]] * 2, dtype=dtype)])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("xp", [np, torch], ids=["numpy", "torch"])
+def test_app_a1_with_coefs_equals_constrain_u_on_extreme_grid(xp, dtype):
+    # the NumPy and torch App. A.1 of the fast path against the reference constrain_u: u_hat
+    # and w.u_hat = m(w.u), finite, and w with no normal-range entry left uncorrected
+    w, u = grid_with_uncorrected_rows(dtype)
+    u_hat_ref, w_dot_u_ref = constrain_u(w, u, return_w_dot_u_hat=True)
+    args = (w.numpy(), u.numpy()) if xp is np else (w, u)
+    with np.errstate(all="ignore"):
+        u_hat, w_dot_u, _ = fast_planar._constrain_u_with_coefs(xp, *args)
+    u_hat, w_dot_u = torch.as_tensor(u_hat), torch.as_tensor(w_dot_u)[:, 0]
+    assert u_hat.dtype == dtype and torch.isfinite(u_hat).all() and torch.isfinite(w_dot_u).all()
+    rtol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert rows_agree(u_hat, u_hat_ref, rtol).all()
+    assert torch.allclose(w_dot_u, w_dot_u_ref, rtol=rtol, atol=rtol)
+    assert torch.equal(u_hat[-2:], u[-2:]) and torch.equal(w_dot_u[-2:], (w * u).sum(-1)[-2:])
+    assert float((1 + w_dot_u[:-2]).min()) >= 0.99 * flows.SOFTPLUS_FLOOR
+
+
+@pytest.mark.parametrize("xp", [np, torch], ids=["numpy", "torch"])
+def test_app_a1_backward_equals_autograd_on_extreme_grid(xp):
+    # dL/dw and dL/du through u_hat by _constrain_u_backward against autograd through
+    # constrain_u, float64, wherever autograd's are finite and |w.u| <= 1e8 (see the grid
+    # test above), both sides of the floor of softplus; exactly (G, 0) where w is uncorrected
+    w, u = grid_with_uncorrected_rows(torch.float64)
+    w, u = w.clone().requires_grad_(), u.clone().requires_grad_()
+    grad_u_hat = torch.randn(w.shape, **F64)
+    grad_w_ref, grad_u_ref = torch.autograd.grad((grad_u_hat * constrain_u(w, u)).sum(), (w, u))
+    w, u = w.detach(), u.detach()
+    args = (w.numpy(), u.numpy(), grad_u_hat.numpy()) if xp is np else (w, u, grad_u_hat)
+    with np.errstate(all="ignore"):
+        coefs = fast_planar._constrain_u_with_coefs(xp, *args[:2])[2]
+        grad_w, grad_u = fast_planar._constrain_u_backward(args[1], 0 * args[0], args[2], coefs)
+    grad_w, grad_u = torch.as_tensor(grad_w), torch.as_tensor(grad_u)
+    rows = ((w * u).sum(-1).abs() <= 1e8) & torch.isfinite(grad_w_ref).all(-1)
+    rows[-2:] = False
+    assert int(rows.sum()) > 2000
+    assert int(((w * u).sum(-1)[rows] < -20).sum()) > 100  # where the floor is active
+    assert rows_agree(grad_w[rows], grad_w_ref[rows], 1e-6).all()
+    assert rows_agree(grad_u[rows], grad_u_ref[rows], 1e-6).all()
+    assert torch.equal(grad_u[-2:], grad_u_hat[-2:]) and not grad_w[-2:].any()

@@ -6,16 +6,20 @@ the fixed cost of each tensor operation and of each node autograd records, not b
 The reference loop records about ten autograd nodes per layer; here the whole stack is one
 node, a custom ``torch.autograd.Function``:
 
-* forward: all u_hat at once (App. A.1), then three fused operations per layer, then every
-  layer's log-det (Eq. 12) in a single ``log1p``;
+* forward: all u_hat at once (App. A.1), then a few fused operations per layer, then every
+  layer's log-det (Eq. 12) at once;
 * backward: one reverse loop with the derivatives of Eq. (10)-(12) and App. A.1 derived by
   hand (formulas in ``_PlanarStackShared``'s docstring), the sums over points batched after
   the loop.
 
-``_PlanarStackShared`` serves parameters shared by all points, (K, D);
-``_PlanarStackPerExample`` per-example parameters, (..., K, D), with broadcasting. On the CPU
-the shared stack's two loops, the only part whose cost grows with K, run as NumPy calls on the
-same memory (``NUMPY_LOOPS_ON_CPU``), a few times cheaper per call than torch's.
+``_PlanarStackShared`` serves parameters shared by all points, (K, D), on the CPU: it runs
+entirely in NumPy on the tensors' memory (App. A.1 and its backward, both loops, the log-dets,
+the gradient sums) and hands the results back by ``torch.from_numpy``, since a NumPy call on a
+small array costs a fraction of a torch operation's dispatch (``NUMPY_ON_CPU``).
+``_PlanarStackPerExample`` runs torch operations with broadcasting: per-example parameters,
+(..., K, D), and shared ones where the NumPy stack does not apply (CUDA, other dtypes). Both
+compute App. A.1 with the same function, ``_constrain_u_with_coefs``, written once for NumPy
+arrays and torch tensors.
 
 The switch: importing this module (the package does) installs ``planar.FAST_STACK``, which
 ``planar.planar_flow`` calls; it runs ``planar_flow`` here when ``applies(z, w, u, b)``: the
@@ -29,36 +33,40 @@ the reference everywhere, for instance to compare or to debug:
         z_k, log_q = model.rsample(1000)      # and its backward: plain autograd
 
 or set ``fast_planar.ENABLED = False``. Nothing else in the process changes: no global torch,
-NumPy or allocator setting is touched. tests/test_flows_fast.py checks values and gradients
-against the reference in float64 (both loop backends), on random inputs and on the App. A.1
-extreme grid, and ``torch.autograd.gradcheck`` on the analytic backward; benchmarks/flows.py
-measures the gain.
+NumPy or allocator setting is touched (NumPy's floating-point warnings are silenced only
+inside the stack, as torch raises none). tests/test_flows_fast.py checks values and
+gradients against the reference in float64 (NumPy and torch stacks), on random inputs and on
+the App. A.1 extreme grid, and ``torch.autograd.gradcheck`` on the analytic backward;
+benchmarks/flows.py measures the gain.
 """
+
 
 from __future__ import annotations
 
 import contextlib
+from types import ModuleType
 from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from . import planar
-from .planar_layer import SOFTPLUS_FLOOR, _constrain_u_and_dot
+from .planar_layer import SOFTPLUS_FLOOR
 
-__all__ = ["ENABLED", "NUMPY_LOOPS_ON_CPU", "use_fast_path", "applies", "planar_flow"]
+__all__ = ["ENABLED", "NUMPY_ON_CPU", "use_fast_path", "applies", "planar_flow"]
+
+Array = np.ndarray | Tensor  # App. A.1 below serves both
 
 #: The switch: ``planar.planar_flow`` uses this module when True (see ``use_fast_path``).
 ENABLED = True
 
-#: Run the per-layer loops of ``_PlanarStackShared`` in NumPy, on the same memory, for CPU
-#: tensors. A 2-D training step is bound by the fixed cost of each call, and a NumPy call on
-#: 1000 numbers costs about 0.6-1 us where a torch operation costs 2-3 us (dispatch, output
-#: checks): 3.1 against 10.1 us per forward layer at N = 1000, D = 2 (three NumPy calls
-#: against torch's three). Set to False to run the torch loop everywhere (as on CUDA).
-NUMPY_LOOPS_ON_CPU = True
+#: Run a stack with shared parameters on CPU tensors (float32 or float64) entirely in NumPy,
+#: on the same memory (``_PlanarStackShared``). A 2-D training step is bound by the fixed cost
+#: of each call, and a NumPy call on a small array costs about 0.5-1 us where a torch operation
+#: costs 2-5 us (dispatch, output checks, autograd bookkeeping). Set to False to run the torch
+#: operations of ``_PlanarStackPerExample`` instead (what CUDA runs).
+NUMPY_ON_CPU = True
 
 
 @contextlib.contextmanager
@@ -84,13 +92,14 @@ def planar_flow(z: Tensor, w: Tensor, u: Tensor, b: Tensor, constrain: bool = Tr
                 ) -> tuple[Tensor, Tensor]:
     """``planar.planar_flow(z, w, u, b, constrain)`` (arguments already checked there) as one
     autograd node: (z_K (..., D), sum_k log|det_k| (...))."""
-    dim = z.shape[-1]
-    if w.dim() == 2 and z.dim() == 2:
+    if not (w.dim() == 2 and NUMPY_ON_CPU and z.device.type == "cpu"
+            and z.dtype in (torch.float32, torch.float64)
+            and all(t.device == z.device and t.dtype == z.dtype for t in (w, u, b))):
+        return _PlanarStackPerExample.apply(z, w, u, b, constrain)
+    if z.dim() == 2:
         return _PlanarStackShared.apply(z, w, u, b, constrain)
-    if w.dim() == 2:
-        z_k, sum_log_det = _PlanarStackShared.apply(z.reshape(-1, dim), w, u, b, constrain)
-        return z_k.reshape(z.shape), sum_log_det.reshape(z.shape[:-1])
-    return _PlanarStackPerExample.apply(z, w, u, b, constrain)
+    z_k, sum_log_det = _PlanarStackShared.apply(z.reshape(-1, z.shape[-1]), w, u, b, constrain)
+    return z_k.reshape(z.shape), sum_log_det.reshape(z.shape[:-1])
 
 
 def _planar_flow_where_it_applies(z: Tensor, w: Tensor, u: Tensor, b: Tensor,
@@ -102,13 +111,64 @@ def _planar_flow_where_it_applies(z: Tensor, w: Tensor, u: Tensor, b: Tensor,
 planar.FAST_STACK = _planar_flow_where_it_applies  # the one place the reference learns of it
 
 
-class _PlanarStackShared(torch.autograd.Function):
-    """K planar layers with parameters shared by all N points, as one autograd node.
+def _constrain_u_with_coefs(xp: ModuleType, w: Array, u: Array
+                            ) -> tuple[Array, Array, tuple[Array, ...]]:
+    """App. A.1 as ``planar_layer._constrain_u_and_dot`` computes it, for NumPy arrays
+    (``xp = np``) and torch tensors (``xp = torch``), with what its backward needs.
 
-    Forward (Eq. 10), per layer: a_k = z_{k-1} w_k + b_k (``addmv``), h_k = tanh(a_k),
-    z_k = z_{k-1} + u_k h_k (``addr``), with the points stored as (D, N) so that both
-    operations stream along N. Then log|det_k| = log(1 + (w_k.u_k)(1 - h_k^2)) (Eq. 12) for all
-    layers at once.
+    With x = w.u, the scale s = max_i |w_i| and v = w / s (||v||^2 in [1, D]),
+    u_hat = u - (v.u / ||v||^2) v + m(x) v / (s ||v||^2), m(x) = max(softplus(x), 1e-4) - 1;
+    a w with no normal-range entry (all |w_i| < tiny, e.g. w = 0) keeps u_hat = u.
+
+    Returns:
+        (u_hat (..., K, D), w.u_hat = m(x) (..., K, 1), coefs): coefs = (v, ||v||^2, s,
+        beta = m(x) - x, beta' = dbeta/dx = sigmoid(x) - 1 = -exp(-softplus(x)), or -1 where
+        the floor is active), with beta = beta' = 0 where w is left uncorrected (see
+        ``_constrain_u_backward``).
+    """
+    scale = xp.amax(abs(w), -1, keepdims=True)
+    corrected = scale >= xp.finfo(w.dtype).tiny
+    scale = xp.where(corrected, scale, 1.0)
+    v = w / scale
+    v_norm_sq = xp.where(corrected, (v * v).sum(-1, keepdims=True), 1.0)
+    v_dot_u = (v * u).sum(-1, keepdims=True)
+    w_dot_u = scale * v_dot_u  # may be +-inf for finite w, u of large norm
+    softplus = xp.where(w_dot_u > 20.0, w_dot_u, xp.log1p(xp.exp(w_dot_u)))  # as F.softplus
+    m_w_dot_u = softplus.clip(min=SOFTPLUS_FLOOR) - 1.0
+    u_hat = u - (v_dot_u / v_norm_sq) * v + (m_w_dot_u / (scale * v_norm_sq)) * v
+    beta = xp.where(corrected, m_w_dot_u - w_dot_u, 0.0)
+    beta_prime = xp.where(softplus < SOFTPLUS_FLOOR, -1.0, -xp.exp(-softplus))  # m' - 1
+    beta_prime = xp.where(corrected, beta_prime, 0.0)
+    return (xp.where(corrected, u_hat, u), xp.where(corrected, m_w_dot_u, w_dot_u),
+            (v, v_norm_sq, scale, beta, beta_prime))
+
+
+def _constrain_u_backward(u: Array, grad_w: Array, grad_u_hat: Array, coefs: tuple[Array, ...]
+                          ) -> tuple[Array, Array]:
+    """Carry G = dL/du_hat back through App. A.1 to (dL/dw, dL/du) (NumPy or torch), adding
+    to ``grad_w`` the part of dL/dw that goes through u_hat. With p = G.v / ||v||^2 and
+    ``coefs`` of ``_constrain_u_with_coefs`` (the formulas of ``_PlanarStackShared`` with
+    w = s v, ||w||^2 = s^2 ||v||^2, so that nothing overflows that the result does not):
+
+        dL/du = G + beta' p v,
+        dL/dw += [(beta / s) (G - 2 p v) + beta' (G.v) u] / (s ||v||^2).
+    """
+    v, v_norm_sq, scale, beta, beta_prime = coefs
+    g_dot_v = (grad_u_hat * v).sum(-1, keepdims=True)
+    p = g_dot_v / v_norm_sq
+    grad_w = grad_w + ((beta / scale) * (grad_u_hat - 2.0 * p * v)
+                       + (beta_prime * g_dot_v) * u) / (scale * v_norm_sq)
+    return grad_w, grad_u_hat + (beta_prime * p) * v
+
+
+class _PlanarStackShared(torch.autograd.Function):
+    """K planar layers with parameters shared by all N points, as one autograd node, in NumPy
+    on the CPU tensors' memory (float32 or float64).
+
+    Forward (Eq. 10), per layer: a_k = z_{k-1} w_k + b_k, h_k = tanh(a_k),
+    z_k = z_{k-1} + u_k h_k, with the points stored as (D, N) so that every call streams along
+    N (``_shared_forward_loop_numpy``). Then log|det_k| = log(1 + (w_k.u_k)(1 - h_k^2))
+    (Eq. 12) for all layers at once.
 
     Backward, with g_k = dL/dz_k, s_k = 1 - h_k^2, c_k = w_k.u_k, d_k = 1 + c_k s_k and
     gamma = dL/d(sum_k log|det_k|):
@@ -118,19 +178,18 @@ class _PlanarStackShared(torch.autograd.Function):
         dL/dw_k    = sum_n dL/da_k z_{k-1} + dL/dc_k u_k,   dL/dc_k = sum_n gamma s_k / d_k
         dL/du_k    = sum_n h_k g_k + dL/dc_k w_k,           dL/db_k = sum_n dL/da_k
 
-    one reverse loop of three operations per layer (``addmv``, ``mul_``, ``addr``); the sums
-    over points are batched after the loop. On the CPU both loops run as three NumPy calls per
-    layer on the same memory (``_shared_forward_loop_numpy``, ``_shared_backward_loop_numpy``;
-    ``NUMPY_LOOPS_ON_CPU``), the rest as torch operations. With ``constrain``,
-    u_hat = u + beta w / ||w||^2, beta = m(w.u) - w.u (App. A.1), is computed inside too, and
-    the gradient with respect to u_hat, G, is carried back to the free parameters by hand, with
-    t = G.w:
+    one reverse loop of three calls per layer (``_shared_backward_loop_numpy``); the sums over
+    points are batched after the loop (``np.vecdot``). With ``constrain``, u_hat = u + beta w /
+    ||w||^2, beta = m(w.u) - w.u (App. A.1), is computed inside too, and the gradient with
+    respect to u_hat, G, is carried back to the free parameters by hand, with t = G.w:
 
         dL/du = G + beta' t w / ||w||^2,
         dL/dw += beta G / ||w||^2 + beta' t u / ||w||^2 - 2 beta t w / ||w||^4,
         beta' = sigmoid(w.u) - 1
 
-    (0 where a floor of App. A.1 is active, as autograd's clamp).
+    (sigmoid replaced by 0, so beta' = -1, where the floor of App. A.1 is active, as autograd's
+    clamp; 0 for a w that App. A.1 leaves uncorrected). ``_constrain_u_backward`` computes
+    these with w = s v, s = max_i |w_i|.
 
     Checked against autograd by ``gradcheck`` in tests/test_flows_fast.py.
 
@@ -141,79 +200,62 @@ class _PlanarStackShared(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, w, u, b, constrain):
-        flow_length, dim = w.shape
-        num_points = z.shape[0]
-        # columns[k] holds (1, z_k^T, h_{k+1}) as rows: (K + 1, D + 2, N); the row of ones and
-        # h next to z let the NumPy loop do a layer in three calls (see its docstring)
-        columns = z.new_empty(flow_length + 1, dim + 2, num_points)
-        z_all = columns[:, 1:dim + 1]  # z_all[k] = z_k^T, (K + 1, D, N)
-        h_all = columns[:flow_length, dim + 1]  # h_all[k] = h_{k+1}, (K, N)
-        z_all[0].copy_(z.t())
-        if constrain:
-            u_hat, constrain_coefs, w_dot_u = _constrain_u_with_coefs(w, u)
-        else:
-            u_hat, constrain_coefs = u, None
-            w_dot_u = (w * u_hat).sum(-1, keepdim=True)
-        if _numpy_loops(columns):
-            columns[:, 0].fill_(1.0)
-            _shared_forward_loop_numpy(columns.numpy(), w.detach().numpy(),
-                                       u_hat.detach().numpy(), b.detach().numpy())
-        else:
-            z_rows, h_rows = z_all.unbind(0), h_all.unbind(0)
-            z_cols = z_all.transpose(1, 2).unbind(0)  # the same memory seen as (N, D)
-            w_rows, u_rows, b_rows = w.unbind(0), u_hat.unbind(0), b.unbind(0)
-            for k in range(flow_length):
-                torch.addmv(b_rows[k], z_cols[k], w_rows[k], out=h_rows[k])
-                h_rows[k].tanh_()
-                torch.addr(z_rows[k], u_rows[k], h_rows[k], out=z_rows[k + 1])
-        # c_k = w_k.u_k, (K, 1): with constrain, m(w_k.u_k) exactly (App. A.1)
-        # s_k = 1 - h_k^2 and u.psi_k = c_k s_k (Eq. 11), (K, N), both kept for the backward
-        slope = torch.addcmul(h_all.new_ones(()), h_all, h_all, value=-1.0)
-        u_dot_psi = slope * w_dot_u
-        if constrain:  # 1 + u.psi > 0 is guaranteed by w.u_hat > -1
-            log_det = torch.log1p(u_dot_psi)
-        else:
-            log_det = torch.add(u_dot_psi, 1.0).abs_().log_()
-        sum_log_det = log_det.sum(0)
-        ctx.constrain_coefs = constrain_coefs
-        ctx.save_for_backward(z_all, h_all, slope, u_dot_psi, w, u, u_hat, w_dot_u)
-        return z_all[flow_length].t().contiguous(), sum_log_det
+        z_0, w_, u_, b_ = (t.detach().numpy() for t in (z, w, u, b))
+        flow_length, dim = w_.shape
+        with np.errstate(all="ignore"):  # torch warns of no overflow; neither does the stack
+            if constrain:
+                u_hat, w_dot_u, coefs = _constrain_u_with_coefs(np, w_, u_)
+            else:
+                u_hat, w_dot_u, coefs = u_, (w_ * u_).sum(-1, keepdims=True), None
+            # columns[k] holds (1, z_k^T, h_{k+1}) as rows: (K + 1, D + 2, N), for a layer in
+            # three calls of the loop; large arrays from torch's allocator (with NumPy's, a step
+            # at K = 100 ran up to 2x longer in a process that had run other models)
+            columns = z.new_empty(flow_length + 1, dim + 2, z_0.shape[0]).numpy()
+            columns[:, 0] = 1.0
+            columns[0, 1:dim + 1] = z_0.T
+            _shared_forward_loop_numpy(columns, w_, u_hat, b_)
+            h_all = columns[:flow_length, dim + 1]  # h_all[k] = h_{k+1}, (K, N)
+            # s_k = 1 - h_k^2 and u.psi_k = c_k s_k (Eq. 11), (K, N), kept for the backward;
+            # c_k = w_k.u_k, with constrain m(w_k.u_k) exactly (App. A.1)
+            slope, u_dot_psi, log_det = z.new_empty(3, *h_all.shape).numpy()
+            np.subtract(1.0, np.multiply(h_all, h_all, out=slope), out=slope)
+            np.multiply(slope, w_dot_u, out=u_dot_psi)
+            if constrain:  # 1 + u.psi > 0 is guaranteed by w.u_hat > -1
+                np.log1p(u_dot_psi, out=log_det)
+            else:
+                np.log(np.abs(np.add(u_dot_psi, 1.0, out=log_det), out=log_det), out=log_det)
+        ctx.save_for_backward(w, u)
+        ctx.arrays = columns, slope, u_dot_psi, u_hat, w_dot_u, coefs
+        z_k = np.ascontiguousarray(columns[flow_length, 1:dim + 1].T)
+        return torch.from_numpy(z_k), torch.from_numpy(log_det.sum(0))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_z, grad_log_det):
-        z_all, h_all, slope, u_dot_psi, w, u, u_hat, w_dot_u = ctx.saved_tensors
+        w, u = (t.detach().numpy() for t in ctx.saved_tensors)
+        columns, slope, u_dot_psi, u_hat, w_dot_u, coefs = ctx.arrays
         flow_length, dim = w.shape
-        # grad_columns[k] holds ((dL/dz_k)^T, dL/da_k) as rows: (K + 1, D + 1, N)
-        grad_columns = z_all.new_empty(flow_length + 1, dim + 1, z_all.shape[-1])
-        grad_z_all = grad_columns[:, :dim]  # grad_z_all[k] = (dL/dz_k)^T
-        grad_a = grad_columns[1:, dim]  # grad_a[k] = dL/da_{k+1}, (K, N)
-        gamma_over_det = torch.add(u_dot_psi, 1.0)  # d_k = 1 + c_k s_k
-        gamma_over_det.reciprocal_().mul_(grad_log_det)  # gamma / d_k, (K, N)
-        grad_w_dot_u = torch.linalg.vecdot(gamma_over_det, slope).unsqueeze(-1)  # (K, 1)
-        # dL/da_k starts as the log-det's share, -2 gamma c_k h_k s_k / d_k (s_k: in the loop)
-        torch.mul(gamma_over_det.mul_(h_all), -2.0 * w_dot_u, out=grad_a)
-        grad_z_all[flow_length].copy_(grad_z.t())
-        if _numpy_loops(grad_columns):
-            _shared_backward_loop_numpy(grad_columns.numpy(), slope.numpy(),
-                                        w.detach().numpy(), u_hat.detach().numpy())
-        else:
-            g_rows, ga_rows = grad_z_all.unbind(0), grad_a.unbind(0)
-            g_cols = grad_z_all.transpose(1, 2).unbind(0)
-            s_rows, w_rows, u_rows = slope.unbind(0), w.unbind(0), u_hat.unbind(0)
-            for k in range(flow_length - 1, -1, -1):
-                ga_rows[k].addmv_(g_cols[k + 1], u_rows[k]).mul_(s_rows[k])
-                torch.addr(g_rows[k + 1], w_rows[k], ga_rows[k], out=g_rows[k])
-        grad_w = torch.linalg.vecdot(z_all[:-1], grad_a.unsqueeze(1)) + grad_w_dot_u * u_hat
-        grad_u = torch.linalg.vecdot(grad_z_all[1:], h_all.unsqueeze(1)) + grad_w_dot_u * w
-        if ctx.constrain_coefs is not None:
-            grad_w, grad_u = _constrain_u_backward(w, u, grad_w, grad_u, ctx.constrain_coefs)
-        return grad_z_all[0].t(), grad_w, grad_u, grad_a.sum(1), None
-
-
-def _numpy_loops(t: Tensor) -> bool:
-    return (NUMPY_LOOPS_ON_CPU and t.device.type == "cpu"
-            and t.dtype in (torch.float32, torch.float64))
+        h_all = columns[:flow_length, dim + 1]
+        with np.errstate(all="ignore"):
+            gamma_over_det = np.add(u_dot_psi, 1.0, out=grad_z.new_empty(slope.shape).numpy())
+            np.divide(grad_log_det.numpy(), gamma_over_det, out=gamma_over_det)
+            grad_w_dot_u = np.vecdot(gamma_over_det, slope)[:, None]  # dL/dc_k, (K, 1)
+            # grad_columns[k] holds ((dL/dz_k)^T, dL/da_k) as rows: (K + 1, D + 1, N)
+            grad_columns = grad_z.new_empty(flow_length + 1, dim + 1, columns.shape[-1]).numpy()
+            grad_z_all = grad_columns[:, :dim]  # grad_z_all[k] = (dL/dz_k)^T
+            grad_a = grad_columns[1:, dim]  # grad_a[k] = dL/da_{k+1}, (K, N)
+            grad_z_all[flow_length] = grad_z.numpy().T
+            # dL/da_k starts as gamma h_k / d_k, of the log-det's share -2 c_k s_k gamma h_k / d_k
+            np.multiply(gamma_over_det, h_all, out=grad_a)
+            _shared_backward_loop_numpy(grad_columns, slope, w, u_hat, w_dot_u)
+            # (sum_n dL/da_k, sum_n dL/da_k z_{k-1}) = (dL/db_k, dL/dw_k but for dL/dc_k u_k)
+            grad_b_and_w = np.vecdot(columns[:-1, :dim + 1], grad_a[:, None])  # (K, D + 1)
+            grad_w = grad_b_and_w[:, 1:] + grad_w_dot_u * u_hat
+            grad_u = np.vecdot(grad_z_all[1:], h_all[:, None]) + grad_w_dot_u * w
+            if coefs is not None:
+                grad_w, grad_u = _constrain_u_backward(u, grad_w, grad_u, coefs)
+            grads = grad_z_all[0].T, grad_w, grad_u, grad_b_and_w[:, 0]
+        return (*(torch.from_numpy(g) for g in grads), None)
 
 
 def _identity_and(vectors: np.ndarray) -> np.ndarray:
@@ -227,8 +269,8 @@ def _identity_and(vectors: np.ndarray) -> np.ndarray:
 
 def _shared_forward_loop_numpy(columns: np.ndarray, w: np.ndarray, u_hat: np.ndarray,
                                b: np.ndarray) -> None:
-    """The forward loop of ``_PlanarStackShared`` on NumPy views, in place, three calls per
-    layer. ``columns[k]`` has the rows (1, z_k^T, h_{k+1}), shape (K + 1, D + 2, N), with the
+    """The forward loop of ``_PlanarStackShared``, in place, three calls per layer.
+    ``columns[k]`` has the rows (1, z_k^T, h_{k+1}), shape (K + 1, D + 2, N), with the
     ones and z_0 filled in:
 
         h_k = tanh([b_k, w_k^T] (1; z_{k-1}))      (one dot, one tanh)
@@ -239,68 +281,36 @@ def _shared_forward_loop_numpy(columns: np.ndarray, w: np.ndarray, u_hat: np.nda
     bias_and_w[:, 0], bias_and_w[:, 1:] = b, w
     identity_and_u = _identity_and(u_hat)  # (K, D, D + 1)
     dot, tanh = np.dot, np.tanh
-    for k in range(w.shape[0]):
-        block = columns[k]
-        h = block[dim + 1]
-        dot(bias_and_w[k], block[:dim + 1], out=h)
-        tanh(h, out=h)
-        dot(identity_and_u[k], block[1:], out=columns[k + 1, 1:dim + 1])
+    for one_z, z_h, h, z_next, bias_and_w_k, identity_and_u_k in zip(  # views of layer k
+            columns[:-1, :dim + 1], columns[:-1, 1:], columns[:-1, dim + 1],
+            columns[1:, 1:dim + 1], bias_and_w, identity_and_u):
+        dot(bias_and_w_k, one_z, h)
+        tanh(h, h)
+        dot(identity_and_u_k, z_h, z_next)
 
 
 def _shared_backward_loop_numpy(grad_columns: np.ndarray, slope: np.ndarray, w: np.ndarray,
-                                u_hat: np.ndarray) -> None:
-    """The reverse loop of ``_PlanarStackShared``'s backward on NumPy views, in place, three
-    calls per layer. ``grad_columns[k]`` has the rows (g_k^T, dL/da_k), shape (K + 1, D + 1, N),
-    with g_K and the log-det's share of each dL/da_k filled in (see the Function's docstring):
+                                u_hat: np.ndarray, w_dot_u: np.ndarray) -> None:
+    """The reverse loop of ``_PlanarStackShared``'s backward, in place, three calls per
+    layer. ``grad_columns[k]`` has the rows (g_k^T, dL/da_k), shape (K + 1, D + 1, N), with g_K
+    and r_k = gamma h_k / d_k in place of each dL/da_k filled in (see the Function's
+    docstring); c_k = ``w_dot_u``, (K, 1):
 
-        dL/da_k = s_k ([u_k^T, 1] (g_k; log-det share))     (one dot, one multiply)
-        g_{k-1} = [I, w_k] (g_k; dL/da_k)                  (one dot: g_k + w_k dL/da_k)
+        dL/da_k = s_k ([u_k^T, -2 c_k] (g_k; r_k))     (one dot, one multiply)
+        g_{k-1} = [I, w_k] (g_k; dL/da_k)               (one dot: g_k + w_k dL/da_k)
     """
     flow_length, dim = w.shape
-    u_and_one = np.empty((flow_length, dim + 1), dtype=w.dtype)
-    u_and_one[:, :dim], u_and_one[:, dim] = u_hat, 1.0
+    u_and_c = np.empty((flow_length, dim + 1), dtype=w.dtype)
+    u_and_c[:, :dim], u_and_c[:, dim:] = u_hat, -2.0 * w_dot_u
     identity_and_w = _identity_and(w)  # (K, D, D + 1)
     dot, multiply = np.dot, np.multiply
     u_dot_g = np.empty_like(slope[0])
-    for k in range(w.shape[0] - 1, -1, -1):
-        block = grad_columns[k + 1]
-        dot(u_and_one[k], block, out=u_dot_g)
-        multiply(u_dot_g, slope[k], out=block[dim])
-        dot(identity_and_w[k], block, out=grad_columns[k, :dim])
-
-
-def _constrain_u_with_coefs(w: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``_constrain_u_and_dot`` (App. A.1) and the coefficients its backward needs, (..., K, 3):
-    beta / ||w||^2, beta' / ||w||^2 and 2 beta / ||w||^4 (see ``_PlanarStackShared``).
-
-    Returns:
-        (u_hat (..., K, D), coefs (..., K, 3), w_dot_u_hat (..., K, 1)).
-    """
-    u_hat, w_dot_u_hat = _constrain_u_and_dot(w, u)
-    w_dot_u = (w * u).sum(-1, keepdim=True)
-    softplus = F.softplus(w_dot_u)
-    beta = softplus.clamp_min(SOFTPLUS_FLOOR).sub_(1.0).sub_(w_dot_u)
-    w_norm_sq = (w * w).sum(-1, keepdim=True)
-    tiny = torch.finfo(w.dtype).tiny
-    inv_norm_sq = w_norm_sq.clamp_min(tiny).reciprocal_()
-    beta_over_n = beta * inv_norm_sq
-    beta_prime = torch.sigmoid(w_dot_u).masked_fill_(softplus < SOFTPLUS_FLOOR, 0.0).sub_(1.0)
-    two_beta_over_n2 = (2.0 * beta_over_n * inv_norm_sq).masked_fill_(w_norm_sq < tiny, 0.0)
-    coefs = torch.cat([beta_over_n, beta_prime * inv_norm_sq, two_beta_over_n2], dim=-1)
-    return u_hat, coefs, w_dot_u_hat
-
-
-def _constrain_u_backward(w: Tensor, u: Tensor, grad_w: Tensor, grad_u_hat: Tensor,
-                          coefs: Tensor) -> tuple[Tensor, Tensor]:
-    """Carry dL/du_hat back through App. A.1 (``planar.constrain_u``) to (dL/dw, dL/du), adding
-    to ``grad_w`` the part of dL/dw that goes through u_hat (formulas: ``_PlanarStackShared``;
-    ``coefs`` from ``_constrain_u_with_coefs``)."""
-    t = (grad_u_hat * w).sum(-1, keepdim=True)
-    scaled = coefs * t  # (..., 3): beta t / n (unused), beta' t / n, 2 beta t / n^2
-    grad_u = torch.addcmul(grad_u_hat, scaled[..., 1:2], w)
-    grad_w = grad_w.addcmul_(coefs[..., 0:1], grad_u_hat).addcmul_(scaled[..., 1:2], u)
-    grad_w.addcmul_(scaled[..., 2:3], w, value=-1.0)
-    return grad_w, grad_u
+    for block, grad_a, grad_z_prev, slope_k, u_and_c_k, identity_and_w_k in zip(  # k = K..1
+            grad_columns[:0:-1], grad_columns[:0:-1, dim], grad_columns[-2::-1, :dim],
+            slope[::-1], u_and_c[::-1], identity_and_w[::-1]):
+        dot(u_and_c_k, block, u_dot_g)
+        multiply(u_dot_g, slope_k, grad_a)
+        dot(identity_and_w_k, block, grad_z_prev)
 
 
 class _PlanarStackPerExample(torch.autograd.Function):
@@ -310,7 +320,8 @@ class _PlanarStackPerExample(torch.autograd.Function):
     for the App. A.1 constraint), with broadcasting instead of matrix-vector products: per
     layer ``vecdot``, ``add_``, ``tanh_``, ``addcmul`` forward and ``vecdot``, ``addcmul_``,
     ``addcmul`` backward. Gradients of parameters that were broadcast (e.g. (B, K, D) against
-    points (S, B, D)) are summed back to their shapes.
+    points (S, B, D)) are summed back to their shapes. It also runs shared parameters (K, D)
+    where ``_PlanarStackShared`` does not (CUDA, other dtypes, ``NUMPY_ON_CPU = False``).
 
     Inputs: z (..., D); w, u (..., K, D) and b (..., K) whose leading dimensions broadcast
     against z's; constrain as in ``_PlanarStackShared``. Outputs: z_K and sum_log_det with the
@@ -325,7 +336,7 @@ class _PlanarStackPerExample(torch.autograd.Function):
         # the parameters' leading shape right-aligned with ``lead``: (1, ..., 1, P...)
         padded = (1,) * (len(lead) - len(param_lead)) + param_lead
         if constrain:
-            u_hat, constrain_coefs, w_dot_u = _constrain_u_with_coefs(w, u)
+            u_hat, w_dot_u, constrain_coefs = _constrain_u_with_coefs(torch, w, u)
         else:
             u_hat, constrain_coefs = u, None
             w_dot_u = (w * u_hat).sum(-1, keepdim=True)
@@ -381,7 +392,7 @@ class _PlanarStackPerExample(torch.autograd.Function):
         grad_w = grad_w.reshape(flow_length, *param_lead, dim).movedim(0, -2)
         grad_u = grad_u.reshape(flow_length, *param_lead, dim).movedim(0, -2)
         if ctx.constrain_coefs is not None:
-            grad_w, grad_u = _constrain_u_backward(w, u, grad_w, grad_u, ctx.constrain_coefs)
+            grad_w, grad_u = _constrain_u_backward(u, grad_w, grad_u, ctx.constrain_coefs)
         grad_b = grad_a.sum_to_size(flow_length, *padded).reshape(flow_length, *param_lead)
         return g_rows[0].sum_to_size(z_shape), grad_w, grad_u, grad_b.movedim(0, -1), None
 
