@@ -79,3 +79,24 @@ def test_the_recipe_log_is_on_the_page_and_every_check_names_its_command():
     for command in ("scripts/mnist40_recipe.py", "scripts/mnist40.py evaluate",
                     "scripts/mnist40.py frozen-lr", "scripts/mnist40.py frozen-budget"):
         assert command in PAGE
+
+
+def test_the_annealing_log_is_on_the_page_with_its_commands():
+    log = (RESULTS / "mnist40_annealing.txt").read_text()
+    runs = re.findall(r"^\$ (.+)$", log, flags=re.M)
+    assert len(runs) == 2 and any("--anneal-steps 0" in run for run in runs)
+    rows = re.findall(r"step (\d+): test -ELBO ([\d.]+); gradient norm median ([\d.]+), max ([\d.]+)", log)
+    assert len(rows) == 6
+    for step, elbo, median, largest in rows:
+        assert f"| {step} | {elbo} | {median}, {largest} |" in PAGE
+    annealed, plain = float(rows[2][1]), float(rows[5][1])
+    assert f"{annealed - plain:.1f} nats worse ({annealed:.1f} against {plain:.1f}" in PAGE
+    assert f"largest gradient norm {max(float(row[3]) for row in rows):.0f})" in PAGE
+
+
+def test_the_clipping_conclusion_follows_the_recipe_log():
+    log = (RESULTS / "mnist40_recipe.txt").read_text()
+    unclipped = re.search(r"K=80 identity, .*max grad norm\s+([\d.]+)", log).group(1)
+    blew_up = float(unclipped) > 1e4
+    assert ("blew up" in PAGE.split("## Annealing")[0]) == blew_up
+    assert f"{float(unclipped):,.1f}" in PAGE or blew_up
