@@ -4,10 +4,12 @@
   ``if TYPE_CHECKING:`` are for type hints only and never run);
 * at most 3,300 lines of code in all (blank, comment and docstring lines not counted);
 * no module over 400 lines in all, no function or method over 80 lines in all;
-* no module that knows a result file's path (``data/results``) or mentions the README.
+* no module that knows a result file's path (``data/results``), mentions the README or is
+  written for one part of the series (names a part by its number).
 """
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -151,3 +153,11 @@ def test_no_function_over_80_lines():
 def test_no_module_knows_result_files_or_the_readme(word):
     mentioning = [name for name, path in _modules().items() if word in path.read_text()]
     assert not mentioning, f"modules mentioning {word}: {mentioning}"
+
+
+def test_no_module_names_a_part_of_the_series():
+    part = re.compile(r"\bparts?[ _-]?[1-4]\b|\bpart[ _-]?(one|two|three|four)\b|notebooks/0[1-4]",
+                      re.IGNORECASE)
+    naming = {name: part.search(path.read_text()).group(0) for name, path in _modules().items()
+              if part.search(path.read_text())}
+    assert not naming, f"modules that name a part: {naming}"
