@@ -67,16 +67,16 @@ site-check: site
 	$(PY) tools/check_site.py
 
 unit-tests: $(STAMP)
-	NF_QUICK=1 $(PY) -m pytest tests -m "not browser and not colab"
+	NF_QUICK=1 $(PY) -m pytest tests -m "not browser and not colab and not scripts"
 
 notebook-tests: $(STAMP)
 	NF_QUICK=1 MPLBACKEND=Agg $(PY) -m pytest --nbval-lax notebooks/
 
-# Used as people use it: notebook 01 on a simulated Colab (fresh venv), 01 + 02 in
+# Used as people use it: the scripts end to end, notebook 01 on a simulated Colab (fresh venv), 01 + 02 in
 # JupyterLab driven by Debian's Chromium (.ci/run installs it), and each part's web page in the
 # same browser with no other host reachable, its sliders moved. Screenshots: .artifacts/screenshots/
 e2e-tests: site
-	NF_QUICK=1 $(PY) -m pytest tests -m "browser or colab"
+	NF_QUICK=1 $(PY) -m pytest tests -m "browser or colab or scripts"
 
 test: unit-tests site-check notebook-tests e2e-tests
 

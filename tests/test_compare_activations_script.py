@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.scripts  # end to end in subprocesses: run with the e2e tests
+
 ROOT = Path(__file__).resolve().parents[1]
 SETTING = ["--steps", "4", "--eval-every", "2", "relu", "tanh"]
 

@@ -70,13 +70,13 @@ def mpmath_log_q_one_layer(model: NormalizingFlow, z_k: torch.Tensor) -> list[fl
     equation a + c tanh(a + b) = w.y solved by bisection with 40 significant digits, then
     log q = log N(z_0; mu, sigma^2) - log(1 + c (1 - tanh^2(a + b))) (Eq. 12, 13)."""
     mpmath.mp.dps = 40
-    flow = copy.deepcopy(model.flow).double()
+    flow = copy.deepcopy(model.flow).double().requires_grad_(False)
     w = [mpmath.mpf(float(x)) for x in flow.w[0]]
     u_hat_64, c_64 = flows.constrain_u(flow.w, flow.u, return_w_dot_u_hat=True)
     u_hat = [mpmath.mpf(float(x)) for x in u_hat_64[0]]
     c, b = mpmath.mpf(float(c_64[0])), mpmath.mpf(float(flow.b[0]))
-    mu = [mpmath.mpf(float(x)) for x in model.mu]
-    log_sigma = [mpmath.mpf(float(x)) for x in model.log_sigma]
+    mu = [mpmath.mpf(float(x)) for x in model.mu.detach()]
+    log_sigma = [mpmath.mpf(float(x)) for x in model.log_sigma.detach()]
     values = []
     for point in z_k.double().tolist():
         y = [mpmath.mpf(x) for x in point]
@@ -234,7 +234,7 @@ def test_log_prob_still_accepts_float32_and_float64_points():
     for dtype in [torch.float32, torch.float64]:
         log_q = model.to(dtype).log_prob(torch.zeros(4, 2, dtype=dtype))
         assert log_q.dtype == dtype and bool(torch.isfinite(log_q).all())
-    assert math.isfinite(float(model.double().log_prob(torch.zeros(1, 2, dtype=torch.float64))))
+    assert math.isfinite(float(model.double().log_prob(torch.zeros(1, 2, dtype=torch.float64)).detach()))
 
 
 @pytest.mark.parametrize("w_dot_u_hat, b, w_dot_y", [(29.757806272028574, -25.68608856201172, -2.7480742232127175),

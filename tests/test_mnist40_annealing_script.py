@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.scripts  # end to end in subprocesses: run with the e2e tests
+
 ROOT = Path(__file__).resolve().parents[1]
 SETTING = ["--flow-length", "2", "--anneal-steps", "3", "--steps", "3", "--every", "1"]
 

@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.scripts  # end to end in subprocesses: run with the e2e tests
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "part1_annealing.py"
 LINE = re.compile(r"^U1 K=2 steps=20 frac=0\.5 lr=0\.002 seed=(\d): KL (-?\d+\.\d{3}) left (\d\.\d\d) \(\d+s\)$")

@@ -121,7 +121,7 @@ def test_each_widget_with_frames_becomes_its_slider_and_the_rest_stay_still(path
     html_outputs = [o["data"]["text/html"] for cell in static["cells"] for o in cell.get("outputs", [])
                     if "text/html" in o.get("data", {}) and "nf-slider" in o["data"]["text/html"]]
     assert sorted(html_outputs) == sorted(set(sliders[name] for name in called)), path.name
-    # Part 2's (θ, r) slider has no frames: it keeps its still image
+    # a cell that calls no widget keeps its outputs
     still = build_site.static_notebook(notebook, {})
     for cell, kept in zip(static["cells"], still["cells"]):
         if build_site._widget_call(cell) is None:
@@ -132,7 +132,7 @@ def test_widget_cells_are_found_by_the_function_they_call():
     cell = lambda source: {"cell_type": "code", "source": source, "outputs": []}  # noqa: E731
     assert build_site._widget_call(cell("widgets.layer_slider(layers, colours)")) == "layer_slider"
     assert build_site._widget_call(cell("s = widgets.theta_slider(amortizer, ring_energy, seed=0)")) == "theta_slider"
-    assert build_site._widget_call(cell("widgets.theta_slider(model, energy, radius=2.25)")) is None
+    assert build_site._widget_call(cell("widgets.theta_slider(model, energy, radius=2.25)")) == "theta_radius_slider"
     assert build_site._widget_call(cell("plotting.plot_layer_samples(ax, z, c)")) is None
 
 

@@ -208,7 +208,8 @@ def test_every_slider_moves_its_figure(site_url, browser, page_path, capsys):
 
 def test_the_site_has_a_slider_for_each_widget_with_committed_fits():
     manifest = _manifest()
-    expected = {"planar_layer_explorer", "theta_slider", "latent_slider", "flow_length_slider"}
+    expected = {"planar_layer_explorer", "theta_slider", "theta_radius_slider", "latent_slider",
+                "flow_length_slider"}
     if (build_site.ROOT / "data" / "checkpoints" / "part1_fits.pt").is_file():
         expected.add("layer_slider")
     assert expected <= set(manifest), f"sliders missing from the site: {sorted(expected - set(manifest))}"

@@ -90,4 +90,6 @@ def test_flow_length_slider_has_one_frame_per_committed_model():
 def test_cells_are_matched_by_the_widget_they_call():
     assert site_frames.calls("widgets.flow_length_slider(originals, reconstructions)", "flow_length_slider")
     assert not site_frames.calls("widgets.theta_slider(model, energy, radius=2.25)", "theta_slider")
+    assert site_frames.calls("widgets.theta_slider(model, energy, radius=2.25)", "theta_radius_slider")
+    assert not site_frames.calls("widgets.theta_slider(amortizer, ring_energy, seed=0)", "theta_radius_slider")
     assert not site_frames.calls("plotting.reconstructions_figure(a, b)", "flow_length_slider")

@@ -66,7 +66,7 @@ class Slider:
 @dataclass
 class SliderSet:
     """The website's counterpart of one widget cell of a notebook."""
-    widget: str              # the nfutils.widgets function the notebook cell calls
+    widget: str              # its key in BUILDERS: the nfutils.widgets function the cell calls
     title: str               # one line above the figure
     sliders: list[Slider]
     note: str = ""           # what the frames were drawn from
@@ -231,6 +231,35 @@ def theta_slider(num_angles: int = 36) -> SliderSet | str:
                      f"drawn by widgets.theta_slider from {path.name}")
 
 
+def theta_radius_slider(num_angles: int = 12) -> SliderSet | str:
+    """Part 2's slider of the (θ, r) amortizer: ``num_angles`` angles in [-180°, 180°) times the
+    ring radii of the notebook (training radii 1.5-3.0 and the unseen 1.25-3.25 between and
+    beyond them), from the committed amortizer, with the notebook's settings (50,000 samples,
+    90 bins on [-5, 5]^2, seed 0)."""
+    from nfutils import amortized, widgets
+
+    path = CHECKPOINTS / "part2_radius_amortizer_full.pt"
+    note = missing(path, "Part 2's (θ, r) slider keeps its still image")
+    if note:
+        return note
+    model, _ = amortized.load_amortized(path)
+    with quiet():
+        slider_widget = widgets.theta_slider(model, amortized.ring_energy, radius=2.25,
+                                             num_samples=50_000, extent=5.0, bins=90)
+    degrees = [-180 + 360 * i // num_angles for i in range(num_angles)]
+    radii = [1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.25]
+    slider = Slider("theta_radius", "(θ, r)", [("θ", [f"{d}°" for d in degrees]),
+                                               ("r", [f"{r:.2f}" for r in radii])],
+                    (degrees.index(0), radii.index(2.25)))
+    for i, d in enumerate(degrees):
+        for j, r in enumerate(radii):
+            figure = drawn_at(slider_widget, theta=math.radians(d), radius=r)
+            slider.frames[(i, j)] = Frame(f"θ = {d}°, r = {r:.2f}", png_of(figure))
+    return SliderSet("theta_radius_slider", "The (θ, r) amortizer q(z | θ, r) and its target, on "
+                     "radii seen in training (1.5-3.0) and between and beyond them", [slider],
+                     f"drawn by widgets.theta_slider(..., radius=) from {path.name}")
+
+
 # --------------------------------------------------------------------------- Part 3: VAE, 2-D latent
 
 
@@ -309,9 +338,11 @@ def flow_length_slider(num_digits: int = 10, seed: int = 0) -> SliderSet | str:
 
 
 def calls(source: str, widget: str) -> bool:
-    """Whether a notebook cell's source calls ``widgets.<widget>(`` for the figure these frames
-    show. Part 2's second θ slider, of the (θ, r) amortizer (called with ``radius=``), has no
-    frames and keeps its still image."""
+    """Whether a notebook cell's source calls the widget whose frames ``BUILDERS[widget]``
+    draws: ``widgets.<widget>(``, except ``theta_radius_slider``, which is
+    ``widgets.theta_slider(`` called with ``radius=`` (the (θ, r) amortizer's slider)."""
+    if widget == "theta_radius_slider":
+        return "widgets.theta_slider(" in source and "radius=" in source
     if f"widgets.{widget}(" not in source:
         return False
     return not (widget == "theta_slider" and "radius=" in source)
@@ -328,12 +359,13 @@ def build(widget: str) -> tuple[SliderSet | str, float]:
     return BUILDERS[widget](), time.process_time() - start
 
 
-# Heaviest first (CPU seconds on one core: about 22, 11, 10, 4, 1), so that the build's two
+# Heaviest first (CPU seconds on one core: about 22, 11, 10, 9, 3, 1), so that the build's two
 # drawing processes finish at about the same time.
 BUILDERS: dict[str, Callable[[], SliderSet | str]] = {
     "latent_slider": latent_slider,
     "layer_slider": layer_slider,
     "planar_layer_explorer": planar_layer_explorer,
+    "theta_radius_slider": theta_radius_slider,
     "theta_slider": theta_slider,
     "flow_length_slider": flow_length_slider,
 }
