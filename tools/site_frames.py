@@ -211,19 +211,26 @@ def layer_slider(path: Path | None = None) -> SliderSet | str:
 # --------------------------------------------------------------------------- Part 2: amortized flows
 
 
-def theta_slider(num_angles: int = 36) -> SliderSet | str:
-    """Part 2's θ slider over ``num_angles`` angles in [-180°, 180°), from the committed
-    amortizer, with the notebook's settings (50,000 samples, 100 bins, seed 0)."""
+def amortizer_theta_slider(path: Path, what: str, **settings):
+    """``widgets.theta_slider`` of the committed amortizer at ``path`` with the notebook's
+    ``settings``, or a note saying that ``what`` keeps its still image when the file is absent."""
     from nfutils import amortized, widgets
 
-    path = CHECKPOINTS / "part2_amortizer_full.pt"
-    note = missing(path, "Part 2's θ slider keeps its still image")
+    note = missing(path, f"{what} keeps its still image")
     if note:
         return note
     model, _ = amortized.load_amortized(path)
     with quiet():
-        slider_widget = widgets.theta_slider(model, amortized.ring_energy, num_samples=50_000, extent=4.0,
-                                         bins=100, seed=0)
+        return widgets.theta_slider(model, amortized.ring_energy, num_samples=50_000, **settings)
+
+
+def theta_slider(num_angles: int = 36) -> SliderSet | str:
+    """Part 2's θ slider over ``num_angles`` angles in [-180°, 180°), from the committed
+    amortizer, with the notebook's settings (50,000 samples, 100 bins, seed 0)."""
+    path = CHECKPOINTS / "part2_amortizer_full.pt"
+    slider_widget = amortizer_theta_slider(path, "Part 2's θ slider", extent=4.0, bins=100, seed=0)
+    if isinstance(slider_widget, str):
+        return slider_widget
     degrees = [-180 + 360 * i // num_angles for i in range(num_angles)]
     slider = slide(slider_widget, "theta", "θ", "θ", [f"{d}°" for d in degrees],
                    [dict(theta=math.radians(d)) for d in degrees], degrees.index(0))
@@ -236,16 +243,11 @@ def theta_radius_slider(num_angles: int = 12) -> SliderSet | str:
     ring radii of the notebook (training radii 1.5-3.0 and the unseen 1.25-3.25 between and
     beyond them), from the committed amortizer, with the notebook's settings (50,000 samples,
     90 bins on [-5, 5]^2, seed 0)."""
-    from nfutils import amortized, widgets
-
     path = CHECKPOINTS / "part2_radius_amortizer_full.pt"
-    note = missing(path, "Part 2's (θ, r) slider keeps its still image")
-    if note:
-        return note
-    model, _ = amortized.load_amortized(path)
-    with quiet():
-        slider_widget = widgets.theta_slider(model, amortized.ring_energy, radius=2.25,
-                                             num_samples=50_000, extent=5.0, bins=90)
+    slider_widget = amortizer_theta_slider(path, "Part 2's (θ, r) slider", radius=2.25, extent=5.0,
+                                           bins=90)
+    if isinstance(slider_widget, str):
+        return slider_widget
     degrees = [-180 + 360 * i // num_angles for i in range(num_angles)]
     radii = [1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.25]
     slider = Slider("theta_radius", "(θ, r)", [("θ", [f"{d}°" for d in degrees]),
