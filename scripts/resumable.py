@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -128,3 +129,8 @@ def stopped_message(name: str, done: int, total: int | None) -> str:
     where = f"after {done}" + ("" if total is None else f" of {total}") + " steps"
     return (f"{name}: time budget reached {where}; checkpoint written, run the same command "
             "again to go on")
+
+
+if __name__ == "__main__":
+    sys.exit(f"{Path(__file__).name} holds what the other scripts share; it is not a program of "
+             "its own. Run one of them, e.g. `python scripts/mnist40_recipe.py --help`.")
