@@ -53,7 +53,7 @@ endif
 # the built pages, and that no page asks another host for anything.
 NODE_STAMP := node_modules/.package-lock.json
 SITE_INPUTS := $(NOTEBOOKS) mkdocs.yml pyproject.toml $(wildcard docs/*.md docs/assets/* docs/assets/*/* \
-	tools/*.py nfutils/*.py nfutils/*/*.py data/checkpoints/*.pt)
+	tools/*.py nfutils/*.py nfutils/*/*.py data/checkpoints/*.pt data/results/*)
 
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund

@@ -78,7 +78,6 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("activations", nargs="*", default=list(vae.ACTIVATIONS))
-    resumable.add_options(parser)
     args = parser.parse_args(argv)
     resumable.check_options(parser, args)
     if (args.seconds is None) == (args.steps is None):

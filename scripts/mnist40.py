@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import re
 import sys
@@ -197,12 +196,10 @@ def train_epoch(flow_length: int, target_epochs: int, seed: int = 0, progress: b
         model, checkpoint = vae_training.load_vae(checkpoint_path(flow_length), dev)
         model.train()
         if state.is_file() and info.is_file():  # resuming this stage: the stages before it
-            previous = torch.load(info, weights_only=True)["previous"]
+            previous = checkpoints.load_checkpoint(info, required=("previous",))["previous"]
         else:  # a new stage from the committed weights
             previous = _stage_record(checkpoint)
-            Path(run_dir).mkdir(parents=True, exist_ok=True)
-            torch.save({"previous": previous}, info.with_suffix(".partial"))
-            os.replace(info.with_suffix(".partial"), info)
+            checkpoints.save_checkpoint({"previous": previous}, info)
 
     def schedule(step: int) -> float:
         return training.warmup_cosine(step, total_steps, warmup_steps)

@@ -35,7 +35,7 @@ import resumable  # noqa: E402  (scripts/resumable.py, beside this file)
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = resumable.argument_parser(__doc__)
+    parser = resumable.argument_parser(__doc__, checkpoint_every=200)
     parser.add_argument("--flow-length", type=int, default=80)
     parser.add_argument("--anneal-steps", type=int, default=2000)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -43,7 +43,6 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--every", type=int, default=200)
     parser.add_argument("--seed", type=int, default=80)
-    resumable.add_options(parser, checkpoint_every=200)
     args = parser.parse_args(argv)
     resumable.check_options(parser, args)
     if args.steps < 1 or args.every < 1 or args.anneal_steps < 0:

@@ -88,7 +88,6 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                         help="clip the gradient norm (default: no clipping, norms recorded)")
     parser.add_argument("--standardized", action="store_true",
                         help="z_K = mu + sigma f(eps) instead of the paper's f(mu + sigma eps)")
-    resumable.add_options(parser)
     args = parser.parse_args(argv)
     resumable.check_options(parser, args)
     return args

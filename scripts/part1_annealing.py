@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nfutils import flows, potentials, training  # noqa: E402
+from nfutils import kl as kl_estimate  # noqa: E402
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -89,7 +90,7 @@ def fit_one(name: str, seed: int, args: argparse.Namespace) -> str:
                                 generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         z, log_q = model.rsample(100_000, generator=torch.Generator().manual_seed(seed + 1))
-        kl = float((log_q + energy(z)).mean()) + log_Z
+        kl = float(kl_estimate.monte_carlo_kl(log_q, energy(z))[0]) + log_Z
     label = run_label(name, args.flow_length, args.steps, args.fraction, args.lr, seed)
     return f"{label} KL {kl:.3f} {mode_summary(name, z)} ({history.seconds:.0f}s)"
 

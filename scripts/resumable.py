@@ -33,14 +33,12 @@ to recompute after a change of the code. Without --checkpoint-dir (the default) 
 written and an interrupted run starts over."""
 
 
-def argument_parser(doc: str) -> argparse.ArgumentParser:
-    """A parser whose --help shows the script's docstring as it is written, and how to resume."""
-    return argparse.ArgumentParser(description=doc, epilog=OPTIONS_HELP,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-
-
-def add_options(parser: argparse.ArgumentParser, checkpoint_every: int = 500) -> None:
-    """Add ``--checkpoint-dir``, ``--checkpoint-every`` and ``--time-budget`` to ``parser``."""
+def argument_parser(doc: str, checkpoint_every: int = 500) -> argparse.ArgumentParser:
+    """A parser whose --help shows the script's docstring as it is written and how to resume,
+    with ``--checkpoint-dir``, ``--checkpoint-every`` and ``--time-budget`` (check them after
+    parsing with ``check_options``)."""
+    parser = argparse.ArgumentParser(description=doc, epilog=OPTIONS_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint-dir", type=Path, default=None,
                         help="keep each run's state and result here and resume from them "
                              "(default: none, an interrupted run starts over)")
@@ -50,6 +48,7 @@ def add_options(parser: argparse.ArgumentParser, checkpoint_every: int = 500) ->
                         help="stop cleanly after this many seconds of training (all runs of "
                              "this command together), with a checkpoint (needs "
                              "--checkpoint-dir); the same command again goes on")
+    return parser
 
 
 def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -100,3 +100,16 @@ def test_the_clipping_conclusion_follows_the_recipe_log():
     blew_up = float(unclipped) > 1e4
     assert ("blew up" in PAGE.split("## Annealing")[0]) == blew_up
     assert f"{float(unclipped):,.1f}" in PAGE or blew_up
+
+
+def test_the_budget_sentence_is_read_from_the_budgets():
+    def budget(steps, samples, fraction):
+        return {"num_steps": steps, "num_samples": samples, "average_fraction": fraction}
+
+    rows = [budget(100, 8, 0.0), budget(100, 8, 0.25), budget(100, 16, 0.25),
+            budget(300, 16, 0.25), budget(900, 16, 0.25)]
+    assert reproduction_notes.budget_changes(rows) == (
+        "the main setting; the mean of the last 25% of the iterates instead of the last iterate "
+        "(Polyak averaging); twice the samples per step; three times the steps, twice")
+    fits = read("mnist40_frozen_decoder_budget_K40.pt")["check"]["budgets"]
+    assert reproduction_notes.budget_changes(fits) + ". Learning rate" in PAGE
