@@ -7,7 +7,8 @@ import torch
 
 from nfutils.amortized import AmortizedPlanarFlow, ring_energy
 from nfutils.flows import make_flow
-from nfutils.kl import conditional_kl, flow_kl, monte_carlo_kl
+from nfutils.kl import conditional_kl, flow_kl, monte_carlo_kl, quadrature_kl
+from nfutils.potentials import density_grid
 
 
 def gaussian_energy_and_log_Z(mean, std):
@@ -89,3 +90,17 @@ def test_conditional_kl_is_one_estimate_per_condition():
     kl_flat, _ = conditional_kl(model, ring_energy, angles[:, 0], 0.0, num_samples=300,
                                 generator=torch.Generator().manual_seed(0))
     assert torch.equal(kl_flat, kl)
+
+
+def test_quadrature_kl_matches_the_analytic_kl_of_two_gaussians_and_ignores_empty_cells():
+    m1, s1, m2, s2 = (0.3, -1.0), (0.7, 1.5), (1.0, -0.5), (0.5, 2.0)
+    energy, log_Z = gaussian_energy_and_log_Z(m2, s2)
+    points, cell_area = density_grid(9.0, 900)
+    points = points.reshape(-1, 2)
+    log_q = -energy_and_log_Z_of_q(points, m1, s1)
+    kl, mass = quadrature_kl(log_q, energy(points), log_Z, cell_area)
+    assert kl == pytest.approx(analytic_kl(m1, s1, m2, s2), abs=1e-6)
+    assert mass == pytest.approx(1.0, abs=1e-6)
+    # a cell where q is 0 (log q = -inf) adds nothing instead of 0 * inf = nan
+    log_q[0] = -math.inf
+    assert math.isfinite(quadrature_kl(log_q, energy(points), log_Z, cell_area)[0])
