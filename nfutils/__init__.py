@@ -33,7 +33,8 @@ The public API the notebooks use:
 * ``amortized.AmortizedPlanarFlow``, ``fit_amortized``, ``ring_energy``;
 * ``vae.VAE``, ``bound``, ``log_likelihood``, ``grid_posterior``;
   ``bounds.evaluate_per_image``; ``vae_training.load_vae``;
-  ``local_posteriors``; ``inference_gaps.gap_summary``; ``checkpoints.file_sha256``;
+  ``local_posteriors``; ``inference_gaps.gap_summary``, ``save_gaps``, ``load_gaps``;
+  ``checkpoints.file_sha256``;
   ``data.binarized_test_set``;
 * ``plotting.<name>`` for every figure (see ``nfutils.plotting``) and ``widgets.<name>``:
   ``planar_layer_explorer``, ``layer_slider``, ``theta_slider``, ``latent_slider``,

@@ -28,19 +28,25 @@ With a 2-D latent all three numbers are measurable:
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from . import local_posteriors, vae
+from .checkpoints import file_sha256
 from .posterior_grid import lattice_points
+from .results import save_json
 from .vae import VAE
 
-__all__ = ["GridEvidence", "grid_evidence", "InferenceGaps", "inference_gaps", "gap_summary"]
+__all__ = ["GridEvidence", "grid_evidence", "InferenceGaps", "inference_gaps", "save_gaps",
+           "load_gaps", "gap_summary"]
 
 
 @dataclass
@@ -220,6 +226,27 @@ def inference_gaps(model: VAE, x: Tensor, settings: dict[str, Any] | None = None
                                        float((evidence.log_px_half - evidence.log_px).abs().max()),
                                    "edge_mass_max": float(evidence.edge_mass.max())},
                          seconds=seconds)
+
+
+def save_gaps(path: str | os.PathLike, gaps: dict[int, InferenceGaps],
+              checkpoints: dict[int, str | os.PathLike], **about: Any) -> None:
+    """Write the split of each model K (``gaps[K]``) as JSON, atomically, with the name and the
+    SHA-256 of the checkpoint it was computed from (``checkpoints[K]``) and the entries of
+    ``about`` (e.g. device, threads)."""
+    models = {str(k): {"checkpoint": Path(checkpoints[k]).name, "sha256": file_sha256(checkpoints[k]),
+                       **split.as_dict()} for k, split in gaps.items()}
+    save_json({"models": models, **about}, path)
+
+
+def load_gaps(path: str | os.PathLike, checkpoints: dict[int, str | os.PathLike]
+              ) -> dict[int, InferenceGaps]:
+    """The splits ``save_gaps`` wrote for those models K whose checkpoint ``checkpoints[K]`` still
+    has the SHA-256 saved with them (a retrained model's split is left out); {} without a file."""
+    if not Path(path).exists():
+        return {}
+    saved = json.loads(Path(path).read_text())["models"]
+    return {k: InferenceGaps.from_dict(saved[str(k)]) for k, checkpoint in checkpoints.items()
+            if str(k) in saved and saved[str(k)]["sha256"] == file_sha256(checkpoint)}
 
 
 def gap_summary(values: Tensor) -> dict[str, float]:

@@ -41,7 +41,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nfutils import data, device, inference_gaps, training, vae, vae_training  # noqa: E402
-from nfutils.checkpoints import file_sha256  # noqa: E402
 from nfutils.results import save_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,32 +169,11 @@ def merge_curves(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return {**new, "config": config, "runs": runs}
 
 
-def load_gaps(checkpoints: dict[int, Path], path: Path = GAPS_PATH
-              ) -> dict[int, inference_gaps.InferenceGaps]:
-    """The saved gaps of those models whose checkpoint has the SHA-256 saved with them."""
-    if not path.exists():
-        return {}
-    saved = json.loads(path.read_text())["models"]
-    return {k: inference_gaps.InferenceGaps.from_dict(saved[str(k)]) for k, checkpoint in
-            checkpoints.items()
-            if str(k) in saved and saved[str(k)]["sha256"] == file_sha256(checkpoint)}
-
-
-def save_gaps(results: dict[int, inference_gaps.InferenceGaps], checkpoints: dict[int, Path],
-              path: Path = GAPS_PATH) -> None:
-    """Write the per-image gaps of every model with its checkpoint's name and SHA-256."""
-    payload = {"models": {str(k): {"checkpoint": Path(checkpoints[k]).name,
-                                   "sha256": file_sha256(checkpoints[k]), **gaps.as_dict()}
-                          for k, gaps in results.items()},
-               "device": str(device()), "threads": torch.get_num_threads()}
-    save_json(payload, path)
-
-
 def compute_gaps(checkpoints: dict[int, Path], images: torch.Tensor, settings: dict[str, Any],
                  path: Path = GAPS_PATH, seed: int = 0) -> dict[int, inference_gaps.InferenceGaps]:
     """The split for every model on the same images, saved after each model; models already
     saved for their current checkpoint and these images are kept, not recomputed."""
-    results = {k: gaps for k, gaps in load_gaps(checkpoints, path).items()
+    results = {k: gaps for k, gaps in inference_gaps.load_gaps(path, checkpoints).items()
                if gaps.settings.get("images") == images.shape[0]}
     for flow_length, checkpoint in checkpoints.items():
         if flow_length in results:
@@ -204,7 +182,8 @@ def compute_gaps(checkpoints: dict[int, Path], images: torch.Tensor, settings: d
         model = vae_training.load_vae(checkpoint, device())[0]
         results[flow_length] = inference_gaps.inference_gaps(model, images, settings, seed=seed,
                                                              progress=True)
-        save_gaps(results, checkpoints, path)
+        inference_gaps.save_gaps(path, results, checkpoints, device=str(device()),
+                                 threads=torch.get_num_threads())
         gaps = results[flow_length]
         print(f"K={flow_length}: approximation {float(gaps.approximation.mean()):.3f}, "
               f"amortization {float(gaps.amortization.mean()):.3f} nats ({gaps.seconds})",
@@ -270,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.what == "gaps":
         paths = {K: checkpoint_path(K) for K in args.flow_lengths}
         if args.table_only:
-            results = load_gaps(paths)
+            results = inference_gaps.load_gaps(GAPS_PATH, paths)
             if set(results) != set(paths):
                 raise SystemExit(f"{GAPS_PATH.relative_to(ROOT)} is missing or belongs to other "
                                  "checkpoints: run `python scripts/vae2d.py gaps`")

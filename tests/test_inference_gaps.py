@@ -143,3 +143,22 @@ def test_bad_arguments():
         ig.inference_gaps(tiny_model(), images(2), {"steps": 3})
     with pytest.raises(ValueError, match="flow_start"):
         lp.fit_local_posteriors(tiny_model(flow_length=2), images(2), 4, flow_start="encoder")
+
+
+def test_saved_gaps_load_back_only_for_the_checkpoints_they_were_computed_from(tmp_path):
+    gaps = {k: ig.InferenceGaps(torch.randn(3, dtype=torch.float64), torch.randn(3, dtype=torch.float64),
+                                            torch.randn(3, dtype=torch.float64), {"images": 3}, {"fit": 1.0})
+            for k in (0, 16)}
+    checkpoints = {k: tmp_path / f"vae2d_K{k}.pt" for k in gaps}
+    for k, path in checkpoints.items():
+        path.write_bytes(f"weights of K = {k}".encode())
+    path = tmp_path / "gaps.json"
+    assert ig.load_gaps(path, checkpoints) == {}
+    ig.save_gaps(path, gaps, checkpoints, device="cpu", threads=1)
+    loaded = ig.load_gaps(path, checkpoints)
+    assert set(loaded) == {0, 16}
+    for k in gaps:
+        assert torch.equal(loaded[k].log_px, gaps[k].log_px) and torch.equal(loaded[k].elbo_best, gaps[k].elbo_best)
+        assert loaded[k].settings == {"images": 3} and loaded[k].seconds == {"fit": 1.0}
+    checkpoints[16].write_bytes(b"retrained")  # another checkpoint: its saved split no longer applies
+    assert set(ig.load_gaps(path, checkpoints)) == {0}

@@ -58,17 +58,17 @@ def test_saved_gaps_belong_to_their_checkpoints_and_are_kept_per_model(tmp_path)
     results = vae2d.compute_gaps(paths, x, settings, out)
     direct = inference_gaps.inference_gaps(vae_training.load_vae(paths[2])[0], x, settings)
     torch.testing.assert_close(results[2].amortization, direct.amortization)
-    loaded = vae2d.load_gaps(paths, out)
+    loaded = inference_gaps.load_gaps(out, paths)
     assert set(loaded) == {0, 2}
     for k in loaded:
         torch.testing.assert_close(loaded[k].amortization, results[k].amortization)
     table = vae2d.gap_table(loaded)
     assert table.count("| K = ") == 2 and "Paired, K = 2 minus K = 0" in table
     vae_training.save_vae(vae.VAE(latent_dim=2, flow_length=2, hidden=8, data_dim=20), paths[2])
-    assert set(vae2d.load_gaps(paths, out)) == {0}  # a changed checkpoint invalidates its results
+    assert set(inference_gaps.load_gaps(out, paths)) == {0}  # a changed checkpoint invalidates its results
     again = vae2d.compute_gaps(paths, x, settings, out)  # recomputes K = 2 only
     torch.testing.assert_close(again[0].amortization, results[0].amortization)
-    assert set(vae2d.load_gaps(paths, out)) == {0, 2}
+    assert set(inference_gaps.load_gaps(out, paths)) == {0, 2}
 
 
 def test_learning_curves_resume_run_by_run(tmp_path, tiny_mnist, monkeypatch):
@@ -118,5 +118,5 @@ def test_paths_are_the_repository_s_and_the_command_line_keeps_its_subcommands()
 
 def test_the_saved_gap_split_belongs_to_the_committed_checkpoints():
     paths = {K: vae2d.checkpoint_path(K) for K in (0, 16)}
-    assert set(vae2d.load_gaps(paths)) == {0, 16}
-    assert "Paired, K = 16 minus K = 0" in vae2d.gap_table(vae2d.load_gaps(paths))
+    assert set(inference_gaps.load_gaps(vae2d.GAPS_PATH, paths)) == {0, 16}
+    assert "Paired, K = 16 minus K = 0" in vae2d.gap_table(inference_gaps.load_gaps(vae2d.GAPS_PATH, paths))
