@@ -232,8 +232,7 @@ class VAE(nn.Module):
     # ----------------------------------------------------------------- posterior
 
     def posterior_sample(self, x: Tensor, num_samples: int = 1,
-                         generator: torch.Generator | None = None, params: tuple | None = None
-                         ) -> tuple[Tensor, Tensor]:
+                         generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Draw z_K ~ q_K(.|x) by the reparameterization trick, with log q_K(z_K|x) (Eq. 13).
 
         Paper's order (``standardized_flow=False``): z_0 = mu + sigma * eps, z_K = flow(z_0).
@@ -243,14 +242,13 @@ class VAE(nn.Module):
 
         Args:
             x: (B, data_dim). num_samples: S. generator: random numbers of eps.
-            params: the output of ``encode(x)``, to avoid running the encoder again.
 
         Returns:
             (z_k (S, B, D), log_q (S, B)).
         """
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        mu, log_sigma, flow_params = self.encode(x) if params is None else params
+        mu, log_sigma, flow_params = self.encode(x)
         eps = torch.randn((num_samples,) + tuple(mu.shape), generator=generator,
                           device=mu.device, dtype=mu.dtype)
         return gaussian_flow.sample(mu, log_sigma, flow_params, eps, self.standardized_flow)

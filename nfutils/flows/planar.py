@@ -37,8 +37,8 @@ __all__ = [
 
 #: The training path of ``planar_flow``, installed by ``fast_planar`` when the package is
 #: imported: ``FAST_STACK(z, w, u, b, constrain)`` returns ``planar_flow``'s result as one
-#: autograd node, or None where the fast path does not apply (it is off, or no gradient is
-#: recorded). None here: always the reference loop.
+#: autograd node, or None where the fast path does not apply (it is off, K = 0, or no gradient
+#: is recorded). None here: always the reference loop.
 FAST_STACK: Callable[..., tuple[Tensor, Tensor] | None] | None = None
 
 
